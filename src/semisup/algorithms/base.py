@@ -1,0 +1,93 @@
+"""The `Algorithm` contract: a module that maps one training batch to a dict of losses.
+
+Naming glossary used by every algorithm (STYLE.md §3.3):
+
+| name | meaning |
+|---|---|
+| `x`, `y` | labeled images (B, C, H, W) and integer labels (B,) |
+| `x_idx` | index of each labeled image within the labeled set (B,) |
+| `u_w`, `u_s` (`u_s0`, `u_s1`, …) | weak / strong views of the unlabeled images (μB, C, H, W) |
+| `u_y` | hidden true labels of the unlabeled images, −1 if unknown: for monitoring only |
+| `logits_x`, `logits_u_w`, `logits_u_s` | model outputs for those views |
+| `probs_*`, `targets_u`, `pseudo_u` | softmax outputs, soft targets, hard pseudo-labels |
+| `mask` | per-sample float weights (N,) |
+| `loss_x`, `loss_u`, `loss` | supervised, unsupervised, total |
+| `step` | optimizer steps done before this one (0-based) |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What an algorithm may need to know about the data and the run.
+
+    Attributes:
+        num_classes: number of classes.
+        num_labeled: size of the labeled set (memory banks are indexed by labeled position).
+        labeled_class_counts: labeled images per class (class priors for DA / logit adjustment).
+        total_steps: optimizer steps in the whole run (for schedules defined as fractions).
+    """
+
+    num_classes: int
+    num_labeled: int
+    labeled_class_counts: tuple[int, ...]
+    total_steps: int
+
+
+class Algorithm(nn.Module):
+    """Maps a training batch to named scalar tensors; the trainer backpropagates `out["loss"]`.
+
+    Contract:
+        - Owns the model plus any heads, teachers and banks (as submodules or buffers), so
+          `state_dict()` holds all of its state.
+        - Declares the image views it needs in `self.views`: batch key → "weak", "strong" or
+          "none". Keys starting with "x" are built from the labeled batch, keys starting with
+          "u" from the unlabeled batch. The trainer also passes "y", "x_idx", "u_idx", "u_y".
+        - Declares `self.mu`, the unlabeled batch size as a multiple of the labeled one
+          (0: no unlabeled data).
+        - Never calls backward or the optimizer, never moves devices, logs or writes files.
+        - Returns `loss` plus detached monitoring scalars (`loss_x`, `loss_u`, `mask_rate`, ...).
+        - Hyperparameters are keyword arguments of `__init__` with the paper's defaults; that
+          signature is the only place they are defined.
+
+    `optim_defaults` holds the optimizer settings of the algorithm's original code and
+    `augment_defaults` its CTAugment variant; the config's `optim.*` / `augment.*` keys override
+    them. The base defaults are FixMatch's (SGD + Nesterov, cosine; fixmatch-repo CTAugment).
+    """
+
+    optim_defaults: ClassVar[dict[str, Any]] = {
+        "name": "sgd",
+        "lr": 0.03,
+        "momentum": 0.9,
+        "nesterov": True,
+        "weight_decay": 5e-4,
+        "decoupled_weight_decay": False,
+        "schedule": "cosine",
+    }
+    augment_defaults: ClassVar[dict[str, Any]] = {
+        "cta_sampling": "fixmatch",
+        "cta_rescale": "fixmatch",
+    }
+
+    def __init__(self, model: nn.Module, info: TaskInfo) -> None:
+        super().__init__()
+        self.model = model
+        self.info = info
+        self.num_classes = info.num_classes
+        self.views: dict[str, str] = {"x": "weak"}
+        self.mu: int = 0
+
+    def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        """Computes the losses for one batch. Subclasses implement this."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    @torch.no_grad()
+    def on_step_end(self, batch: dict[str, Tensor], out: dict[str, Tensor], step: int) -> None:
+        """Updates internal state (banks, running distributions) after the optimizer step."""

@@ -1,0 +1,302 @@
+"""Run configuration: typed dataclasses, YAML files and dotted `--set key=value` overrides.
+
+Layering, lowest first: dataclass defaults (the papers' settings), the data set's preset
+(`PRESETS`, only for tiny built-in data), a YAML file (`--config`), then command-line flags and
+`--set` pairs. Unknown keys and wrongly typed values fail at once with a message listing the
+valid keys. The `algorithm` and `model` sections are free-form: `name` plus keyword arguments,
+validated against the constructor signature of the named algorithm or model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from semisup.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    """The `data.*` section."""
+
+    name: str = "digits"  # data set (see `semisup list`); "folder" for your own images
+    dir: str = "~/.cache/semisup/data"  # where data sets are read from / downloaded to
+    num_labels: int | None = None  # labeled images in total; None: 4 per class (folder: all)
+    split_seed: int | None = None  # seed of the labeled split; None: train.seed
+    unlabeled_includes_labeled: bool = True  # FixMatch/ReMixMatch protocol (False: MixMatch's)
+    image_size: int | None = None  # folder data: resize to this side (None: most common size)
+    download: bool = True  # download missing standard files from the official URLs
+    mirror: str | None = None  # base URL to download from instead (also $SEMISUP_MIRROR)
+
+
+@dataclass
+class TrainConfig:
+    """The `train.*` section: the engine."""
+
+    steps: int = 1_048_576  # optimizer steps; 2^20 in all the papers
+    batch_size: int = 64  # labeled images per step; unlabeled: algorithm's mu × this
+    eval_every: int = 1024  # steps between evaluations (papers: 1024 = 64 kimg) and checkpoints
+    eval_batch_size: int = 1024  # images per forward pass at evaluation
+    ema_decay: float = 0.999  # EMA of the weights, evaluated instead of the raw model
+    seed: int = 0  # seeds everything (and the labeled split unless data.split_seed is set)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA
+    channels_last: bool | None = None  # None: on (faster convolutions on CPU and GPU)
+    grad_clip: float | None = None  # max gradient norm; None: no clipping (as the papers)
+    nonfinite: Literal["stop", "skip"] = "stop"  # on a NaN/inf loss: stop, or skip the step
+    keep_checkpoints: int = 1  # checkpoints kept in the run directory (latest always kept)
+    progress: bool = True  # show a progress bar
+
+
+@dataclass
+class OptimConfig:
+    """The `optim.*` section; None means the algorithm's original setting."""
+
+    name: Literal["sgd", "adam"] | None = None
+    lr: float | None = None
+    momentum: float | None = None  # SGD only
+    nesterov: bool | None = None  # SGD only
+    weight_decay: float | None = None  # on conv/linear kernels only
+    decoupled_weight_decay: bool | None = None  # True: kernels ×(1 − wd·lr) after each step
+    schedule: Literal["cosine", "constant"] | None = None  # cosine: FixMatch's cos(7πt/16T)
+
+
+@dataclass
+class AugmentConfig:
+    """The `augment.*` section; None means the algorithm's original setting."""
+
+    # ctaugment | randaugment (FixMatch's) | randaugment_crest (UDA/CReST's) | none (weak+cutout)
+    strong: Literal["ctaugment", "randaugment", "randaugment_crest", "none"] = "ctaugment"
+    cta_sampling: Literal["fixmatch", "remixmatch"] | None = None  # the two repos' bin sampling
+    cta_translate: Literal["paper", "code"] = "paper"  # code: the Google code's no-op translate
+    cta_rescale: Literal["fixmatch", "remixmatch"] | None = None  # remixmatch: the no-op rescale
+    cta_threshold: float = 0.8  # bins whose rate is below this fraction of the best are unused
+    cta_decay: float = 0.99  # rate ← decay · rate + (1 − decay) · proximity
+    cta_depth: int = 2  # ops per CTAugment policy
+    weak_shift: float = 0.125  # largest random translation, fraction of the image side
+    hflip: bool | None = None  # random horizontal flips; None: the data set's default
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "train": TrainConfig,
+    "optim": OptimConfig,
+    "augment": AugmentConfig,
+}
+FREE_SECTIONS = ("algorithm", "model")
+
+# Settings that make a tiny built-in data set train in minutes on a CPU.
+PRESETS: dict[str, dict[str, Any]] = {
+    "digits": {
+        "train.steps": 1500,
+        "train.eval_every": 75,
+        "train.ema_decay": 0.99,
+    },
+}
+
+
+@dataclass
+class Config:
+    """A whole run's configuration."""
+
+    algorithm: dict[str, Any] = field(default_factory=lambda: {"name": "fixmatch"})
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "auto"})
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (for YAML)."""
+        return dataclasses.asdict(self)
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """Checks `value` against a type hint, converting where lossless.
+
+    Conversions: int → float, "1e-3" → 0.001, "none"/"null" → None for optional keys.
+    Anything else that does not match raises a UserError naming `key`.
+    """
+    origin = get_origin(hint)
+    if hint is Any:
+        return value
+    if origin is Union or origin is types.UnionType:
+        options = get_args(hint)
+        if type(None) in options and (value is None or value in ("none", "None", "null")):
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return coerce(value, option, key)
+            except UserError:
+                pass
+        names = " or ".join(_type_name(o) for o in options)
+        raise UserError(f"{key} must be {names}, got {value!r}")
+    if origin is Literal:
+        if value not in get_args(hint):
+            choices = ", ".join(str(c) for c in get_args(hint))
+            raise UserError(f"{key} must be one of: {choices}; got {value!r}")
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise UserError(f"{key} must be {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", str(hint))
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value, read as YAML: `0.9` → 0.9, `true` → True, `[1, 2]` → list, else str."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, Any]:
+    """`["train.steps=100", ...]` → `{"train.steps": 100, ...}`."""
+    result = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects key=value pairs like train.steps=100, got {pair!r}")
+        result[key.strip()] = parse_value(text)
+    return result
+
+
+def flatten(nested: dict[str, Any], source: str) -> dict[str, Any]:
+    """`{"train": {"steps": 1}}` → `{"train.steps": 1}`; sections must be mappings."""
+    flat = {}
+    for section, values in nested.items():
+        if not isinstance(values, dict):
+            raise UserError(f"{source}: section '{section}' must be a mapping of keys to values")
+        for key, value in values.items():
+            flat[f"{section}.{key}"] = value
+    return flat
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Reads a config file as a flat dotted-key dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(loaded, dict):
+        raise UserError(f"config file {path} must be a mapping of sections")
+    return flatten(loaded, str(path))
+
+
+def valid_keys() -> list[str]:
+    """Every dotted key of the fixed sections."""
+    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def set_key(cfg: Config, key: str, value: Any) -> None:
+    """Sets one dotted key, type-checked; unknown keys raise a UserError listing valid ones."""
+    section, _, name = key.partition(".")
+    if section in FREE_SECTIONS and name:
+        getattr(cfg, section)[name] = value
+        return
+    if section not in SECTIONS or not name:
+        raise UserError(
+            f"unknown config key '{key}'. Sections: {', '.join([*FREE_SECTIONS, *SECTIONS])}; "
+            f"valid keys: algorithm.<arg>, model.<arg>, {', '.join(valid_keys())}"
+        )
+    obj = getattr(cfg, section)
+    hints = get_type_hints(type(obj))
+    if name not in hints:
+        names = ", ".join(f"{section}.{f.name}" for f in dataclasses.fields(obj))
+        raise UserError(f"unknown config key '{key}'. Valid {section} keys: {names}")
+    setattr(obj, name, coerce(value, hints[name], key))
+
+
+def build_config(
+    config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> Config:
+    """Layers defaults, the data set preset, a YAML file and overrides into a Config."""
+    user = read_yaml(config_file) if config_file else {}
+    user.update(overrides or {})
+    dataset = user.get("data.name", DataConfig.name)
+    cfg = Config()
+    for key, value in {**PRESETS.get(str(dataset), {}), **user}.items():
+        set_key(cfg, key, value)
+    return cfg
+
+
+def config_from_dict(nested: dict[str, Any]) -> Config:
+    """Rebuilds a Config from `Config.to_dict()` output (e.g. a run's config.yaml)."""
+    cfg = Config()
+    for key, value in flatten(nested, "config").items():
+        set_key(cfg, key, value)
+    return cfg
+
+
+def resolve_kwargs(
+    factory: Callable[..., Any], given: dict[str, Any], section: str, skip: tuple[str, ...]
+) -> dict[str, Any]:
+    """Validates `section.*` keys against `factory`'s signature and fills in its defaults.
+
+    Args:
+        factory: a class (its `__init__` is read) or function.
+        given: the section's keys, including "name".
+        section: "algorithm" or "model", for messages.
+        skip: parameters supplied by the library, not by users (e.g. "model", "info").
+
+    Returns:
+        {"name": ..., every user-settable parameter: its value}, type-checked.
+    """
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    hints = get_type_hints(target)
+    params = {
+        n: p
+        for n, p in inspect.signature(target).parameters.items()
+        if n not in skip and n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    name = given["name"]
+    unknown = sorted(set(given) - set(params) - {"name"})
+    if unknown:
+        valid = ", ".join(f"{section}.{n} (default {p.default!r})" for n, p in params.items())
+        raise UserError(
+            f"unknown key {section}.{unknown[0]} for {section} '{name}'. "
+            f"Valid keys: {valid or 'none'}"
+        )
+    resolved: dict[str, Any] = {"name": name}
+    for n, p in params.items():
+        if n in given:
+            resolved[n] = coerce(given[n], hints.get(n, Any), f"{section}.{n}")
+        elif p.default is not p.empty:
+            resolved[n] = p.default
+        else:
+            raise UserError(f"{section}.{n} is required for {section} '{name}'")
+    return resolved

@@ -1,0 +1,98 @@
+"""The semi-supervised view of a data set: one image pool, labeled and unlabeled index sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from semisup.data.base import ImageDataset
+from semisup.data.splits import split_labeled
+
+UNKNOWN = -1  # target of an unlabeled image whose class is not known
+
+
+@dataclass(frozen=True)
+class SSLData:
+    """Training pool plus split.
+
+    Attributes:
+        images: uint8 (P, C, H, W): the training images, then any extra unlabeled images.
+        targets: int64 (P,): class ids, UNKNOWN (-1) for extra unlabeled images. Unlabeled
+            images keep their true class here so the trainer can report pseudo-label accuracy;
+            algorithms only ever see them as `u_y` monitoring values.
+        labeled_idx: int64 (L,) indices into the pool of the labeled images.
+        unlabeled_idx: int64 (U,) indices into the pool of the unlabeled images.
+        test_images: uint8 (M, C, H, W) or None.
+        test_targets: int64 (M,) or None.
+        class_names: one per class.
+        hflip: whether horizontal flips preserve labels.
+    """
+
+    images: Tensor
+    targets: Tensor
+    labeled_idx: Tensor
+    unlabeled_idx: Tensor
+    test_images: Tensor | None
+    test_targets: Tensor | None
+    class_names: tuple[str, ...]
+    hflip: bool
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    def labeled_class_counts(self) -> tuple[int, ...]:
+        """Number of labeled images per class."""
+        counts = torch.bincount(self.targets[self.labeled_idx], minlength=self.num_classes)
+        return tuple(int(c) for c in counts)
+
+
+def build_ssl_data(
+    dataset: ImageDataset,
+    num_labels: int | None,
+    seed: int,
+    unlabeled_includes_labeled: bool = True,
+) -> SSLData:
+    """Splits a data set into labeled and unlabeled sets.
+
+    Args:
+        dataset: the full data set.
+        num_labels: total labeled images, chosen class-balanced by `split_labeled`. None keeps
+            every training image labeled when the data set says so (`all_labeled`), else 4 per
+            class (the papers' 40-label CIFAR-10 setting).
+        seed: split seed.
+        unlabeled_includes_labeled: as in ReMixMatch/FixMatch (and USB), the unlabeled set is the
+            whole training set, labeled images included; False gives MixMatch's "training set
+            minus labeled images".
+
+    Returns:
+        The SSL split. Test images are never part of the pool.
+    """
+    targets = dataset.train_targets.numpy()
+    if num_labels is None and dataset.all_labeled:
+        labeled = np.arange(len(targets), dtype=np.int64)
+    else:
+        labeled = split_labeled(targets, num_labels or 4 * dataset.num_classes, seed)
+    images, pool_targets = dataset.train_images, dataset.train_targets
+    if dataset.unlabeled_images is not None:
+        images = torch.cat([images, dataset.unlabeled_images])
+        extra = torch.full((len(dataset.unlabeled_images),), UNKNOWN, dtype=torch.int64)
+        pool_targets = torch.cat([pool_targets, extra])
+    in_train = np.ones(len(targets), dtype=bool)
+    if not unlabeled_includes_labeled:
+        in_train[labeled] = False
+    unlabeled = np.concatenate([np.flatnonzero(in_train), np.arange(len(targets), len(images))])
+    return SSLData(
+        images=images,
+        targets=pool_targets,
+        labeled_idx=torch.from_numpy(labeled),
+        unlabeled_idx=torch.from_numpy(unlabeled.astype(np.int64)),
+        test_images=dataset.test_images,
+        test_targets=dataset.test_targets,
+        class_names=dataset.class_names,
+        hflip=dataset.hflip,
+    )

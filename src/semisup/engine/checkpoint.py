@@ -1,0 +1,62 @@
+"""One checkpoint dict, written atomically, read with clear errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from semisup.errors import UserError
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Writes `state` to `path` without ever leaving a partial file there.
+
+    The bytes go to a temporary file in the same directory, are flushed and fsynced, then
+    renamed over `path` (atomic on POSIX); the directory is fsynced so the rename survives a
+    crash. If anything fails (disk full), the previous checkpoint at `path` is untouched.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(
+            f"could not write checkpoint {path}: {e.strerror or e}. The previous checkpoint "
+            "(if any) is intact; free disk space or choose another --out"
+        ) from e
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Reads a checkpoint written by `save_checkpoint`, or raises a UserError saying why not."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # torch raises many types for damaged files
+        raise UserError(
+            f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e}); "
+            "delete it to start over, or resume from an older checkpoint"
+        ) from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise UserError(
+            f"checkpoint {path} is not a semisup checkpoint of format {FORMAT_VERSION} "
+            f"(found {found!r})"
+        )
+    return state

@@ -1,0 +1,57 @@
+"""Evaluation metrics and the papers' reporting statistic."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from semisup.models.inputs import to_model_input
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: Tensor,
+    batch_size: int,
+    device: torch.device,
+    channels_last: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Logits (N, C) in float32 on the CPU for uint8 `images`, in inference mode."""
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        x = to_model_input(images[start : start + batch_size].to(device), channels_last)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            outputs.append(model(x).float().cpu())
+    model.train(was_training)
+    return torch.cat(outputs)
+
+
+def classification_metrics(predictions: Tensor, targets: Tensor, num_classes: int) -> dict:
+    """Accuracy, balanced accuracy (mean per-class recall) and per-class accuracy.
+
+    Classes absent from `targets` are left out of the balanced accuracy and reported as None.
+    """
+    correct = (predictions == targets).float()
+    per_class: list[float | None] = []
+    for c in range(num_classes):
+        members = targets == c
+        per_class.append(float(correct[members].mean()) if members.any() else None)
+    present = [a for a in per_class if a is not None]
+    return {
+        "accuracy": float(correct.mean()),
+        "balanced_accuracy": sum(present) / len(present),
+        "per_class_accuracy": per_class,
+    }
+
+
+def median_last(values: Sequence[float], n: int = 20) -> float:
+    """Median of the last `n` values: the papers' reported accuracy (algorithms.md §0, E1)."""
+    if not values:
+        raise ValueError("no values")
+    return float(statistics.median(values[-n:]))

@@ -1,0 +1,114 @@
+import pytest
+import torch
+
+from semisup.engine.checkpoint import load_checkpoint, save_checkpoint
+from semisup.engine.ema import ModelEMA
+from semisup.engine.metrics import classification_metrics, median_last
+from semisup.engine.optim import OptimSettings, build_optimizer, decay_kernels, learning_rate
+from semisup.engine.schedules import cosine_lr, linear_rampup
+from semisup.errors import UserError
+
+
+def test_cosine_lr_matches_fixmatch_f3():
+    assert cosine_lr(0, 100, 0.03) == pytest.approx(0.03)
+    assert cosine_lr(50, 100, 0.03) == pytest.approx(0.02319031, abs=1e-8)
+    assert cosine_lr(100, 100, 0.03) == pytest.approx(0.00585271, abs=1e-8)
+
+
+def test_linear_rampup_matches_mixmatch_m6():
+    weights = [75 * linear_rampup(s, 16384) for s in (0, 4096, 8192, 16384, 20000)]
+    assert weights == pytest.approx([0, 18.75, 37.5, 75, 75])
+
+
+def test_ema_f4_and_buffers_are_copied():
+    model = torch.nn.BatchNorm1d(1)
+    with torch.no_grad():
+        model.weight.zero_()
+    ema = ModelEMA(model, 0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        model.running_mean.fill_(5.0)
+    ema.update(model)
+    assert ema.module.weight.item() == pytest.approx(0.001)
+    assert ema.module.running_mean.item() == 5.0
+    frozen, copy = ModelEMA(model, 1.0), ModelEMA(model, 0.0)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    frozen.update(model)
+    copy.update(model)
+    assert frozen.module.weight.item() == 1.0 and copy.module.weight.item() == 3.0
+
+
+def _settings(**kw):
+    base = dict(
+        name="adam",
+        lr=0.002,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=0.02,
+        decoupled_weight_decay=True,
+        schedule="constant",
+    )
+    return OptimSettings(**{**base, **kw})
+
+
+def test_decoupled_decay_m7_shrinks_kernels_only():
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        model.bias.fill_(1.0)
+    s = _settings()
+    optimizer = build_optimizer(model, s)
+    model.weight.grad = torch.zeros_like(model.weight)
+    model.bias.grad = torch.zeros_like(model.bias)
+    optimizer.step()
+    decay_kernels(optimizer, s, learning_rate(s, 0, 10))
+    assert torch.allclose(model.weight, torch.full((2, 2), 0.99996))
+    assert torch.equal(model.bias, torch.ones(2))
+
+
+def test_coupled_weight_decay_only_on_kernels():
+    model = torch.nn.Linear(2, 2)
+    optimizer = build_optimizer(model, _settings(name="sgd", decoupled_weight_decay=False))
+    assert optimizer.param_groups[0]["weight_decay"] == 0.02
+    assert optimizer.param_groups[1]["weight_decay"] == 0
+    assert optimizer.param_groups[0]["params"][0] is model.weight
+
+
+def test_metrics_and_median():
+    m = classification_metrics(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 0, 0, 1]), 3)
+    assert m["accuracy"] == 0.75
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
+    assert m["per_class_accuracy"] == [pytest.approx(2 / 3), 1.0, None]
+    assert median_last([float(v) for v in range(1, 31)]) == 20.5  # E1
+
+
+def test_checkpoint_round_trip_and_clear_errors(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"step": 3, "w": torch.arange(3)}, path)
+    state = load_checkpoint(path)
+    assert state["step"] == 3 and torch.equal(state["w"], torch.arange(3))
+    assert not list(tmp_path.glob(".*tmp"))
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(UserError, match=f"checkpoint {path} is corrupt"):
+        load_checkpoint(path)
+    torch.save({"model": 1}, path)
+    with pytest.raises(UserError, match="not a semisup checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(UserError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"step": 1}, path)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(UserError, match="No space left on device. The previous checkpoint"):
+        save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert not list(tmp_path.glob(".*tmp"))
