@@ -53,7 +53,9 @@ class Algorithm(nn.Module):
         - Declares `self.mu`, the unlabeled batch size as a multiple of the labeled one
           (0: no unlabeled data).
         - Never calls backward or the optimizer, never moves devices, logs or writes files.
-        - Returns `loss` plus detached monitoring scalars (`loss_x`, `loss_u`, `mask_rate`, ...).
+        - Returns `loss` plus detached monitoring scalars (`loss_x`, `loss_u`, `mask_rate`,
+          `pseudo_label_accuracy`, ...) and, optionally, `unlabeled_distribution`: the (C,) mean
+          predicted class distribution on the unlabeled batch (logged for the run report).
         - Hyperparameters are keyword arguments of `__init__` with the paper's defaults; that
           signature is the only place they are defined.
 
@@ -91,3 +93,23 @@ class Algorithm(nn.Module):
     @torch.no_grad()
     def on_step_end(self, batch: dict[str, Tensor], out: dict[str, Tensor], step: int) -> None:
         """Updates internal state (banks, running distributions) after the optimizer step."""
+
+    def unlabeled_copies(self) -> int:
+        """How many versions of each unlabeled image the unlabeled set holds (RealMix's Extend).
+
+        The trainer then draws unlabeled positions from `copies × U` and passes them as
+        `u_idx`; `extend_unlabeled` turns the raw images into the copies. 1 = the plain set.
+        """
+        return 1
+
+    def extend_unlabeled(self, images: Tensor, u_idx: Tensor) -> Tensor:
+        """Raw uint8 unlabeled images → their copy `u_idx // U` (identity by default)."""
+        return images
+
+    def logit_adjustment(self) -> Tensor | None:
+        """A (C,) vector subtracted from the logits for "logit-adjusted" test accuracy, or None.
+
+        When not None the trainer also reports `test_accuracy_la` / `test_balanced_accuracy_la`
+        (e.g. log p_data for post-hoc logit adjustment, UDAL's LA(inf)).
+        """
+        return None

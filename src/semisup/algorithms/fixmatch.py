@@ -68,6 +68,7 @@ class FixMatch(Algorithm):
             "loss_x": loss_x.detach(),
             "loss_u": loss_u.detach(),
             "mask_rate": mask.mean(),
+            "unlabeled_distribution": probs_u_w.mean(dim=0),
         }
         if "u_y" in batch:
             out["pseudo_label_accuracy"] = pseudo.pseudo_label_accuracy(

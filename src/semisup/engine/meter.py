@@ -9,7 +9,7 @@ from torch import Tensor
 
 
 class ScalarMeter:
-    """Sums scalar outputs between evaluations without forcing a device sync each step.
+    """Sums scalar (and distribution) outputs between evaluations without a device sync per step.
 
     NaN values (e.g. pseudo-label accuracy when no pseudo-label passed the threshold) are left
     out of the mean of their key; a key with no valid value reads as None (JSON null).
@@ -26,11 +26,11 @@ class ScalarMeter:
         self.skipped = 0
 
     def add(self, out: dict[str, Tensor]) -> None:
-        """Adds one step's scalar outputs."""
+        """Adds one step's scalar outputs, and vectors under keys ending in "distribution"."""
         for key, value in out.items():
-            if value.numel() != 1:
+            if value.numel() != 1 and not key.endswith("distribution"):
                 continue
-            value = value.detach().float().reshape(())
+            value = value.detach().float().reshape(value.shape if value.numel() > 1 else ())
             valid = ~torch.isnan(value)
             self.sums[key] = self.sums.get(key, 0) + torch.where(valid, value, 0.0)
             self.counts[key] = self.counts.get(key, 0) + valid.float()
@@ -44,6 +44,9 @@ class ScalarMeter:
         """{key: mean since reset} (None where no valid value), plus skipped_steps if any."""
         result: dict[str, Any] = {}
         for key, total in self.sums.items():
+            if total.dim():  # a distribution: element-wise mean
+                result[key] = (total / self.counts[key].clamp(min=1)).tolist()
+                continue
             count = float(self.counts[key])
             result[key] = float(total) / count if count else None
         if self.skipped:

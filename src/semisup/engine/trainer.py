@@ -115,9 +115,8 @@ class Trainer:
         self.images = data.images.to(self.device) if self.device.type == "cuda" else data.images
         self.targets = data.targets.to(self.device)
         self.labeled_sampler = EpochSampler(torch.arange(len(data.labeled_idx)), engine.seed + 1)
-        self.unlabeled_sampler = EpochSampler(
-            torch.arange(len(data.unlabeled_idx)), engine.seed + 2
-        )
+        num_unlabeled = len(data.unlabeled_idx) * algorithm.unlabeled_copies()
+        self.unlabeled_sampler = EpochSampler(torch.arange(num_unlabeled), engine.seed + 2)
         self.augment_generator = torch.Generator(self.device).manual_seed(engine.seed + 3)
         self.step = 0
         self.history: list[dict[str, Any]] = []
@@ -129,16 +128,18 @@ class Trainer:
         """Draws the next labeled and unlabeled index batches and gathers their images."""
         x_idx = self.labeled_sampler.next(self.engine.batch_size)
         x_pool = self.data.labeled_idx[x_idx]
-        u_idx = u_pool = None
+        u_idx = u_pool = u = None
         if self.algorithm.mu > 0:
             u_idx = self.unlabeled_sampler.next(self.algorithm.mu * self.engine.batch_size)
-            u_pool = self.data.unlabeled_idx[u_idx]
+            u_pool = self.data.unlabeled_idx[u_idx % len(self.data.unlabeled_idx)]
+            u_idx = u_idx.to(self.device)
+            u = self.algorithm.extend_unlabeled(self._gather(u_pool), u_idx)
         return RawBatch(
             x_idx=x_idx.to(self.device),
             x=self._gather(x_pool),
             y=self.targets[x_pool.to(self.device)],
-            u_idx=None if u_idx is None else u_idx.to(self.device),
-            u=None if u_pool is None else self._gather(u_pool),
+            u_idx=u_idx,
+            u=u,
             u_y=None if u_pool is None else self.targets[u_pool.to(self.device)],
         )
 
@@ -213,7 +214,7 @@ class Trainer:
         bar = tqdm(
             total=self.engine.steps,
             initial=self.step,
-            disable=not self.engine.progress,
+            disable=None if self.engine.progress else True,  # None: only on a terminal
             dynamic_ncols=True,
             unit="step",
         )
@@ -241,7 +242,10 @@ class Trainer:
 
     # ============ evaluation ============
     def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
-        """Accuracy, balanced and per-class accuracy of `model` on the test set."""
+        """Accuracy, balanced and per-class accuracy of `model` on the test set.
+
+        With an algorithm logit adjustment, also the adjusted metrics under keys ending "_la".
+        """
         assert self.data.test_images is not None and self.data.test_targets is not None
         logits = predict_logits(
             model,
@@ -251,9 +255,14 @@ class Trainer:
             self.engine.channels_last,
             self.engine.autocast_dtype,
         )
-        return classification_metrics(
-            logits.argmax(dim=1), self.data.test_targets, self.data.num_classes
-        )
+        targets, num_classes = self.data.test_targets, self.data.num_classes
+        metrics = classification_metrics(logits.argmax(dim=1), targets, num_classes)
+        adjustment = self.algorithm.logit_adjustment()
+        if adjustment is not None:
+            adjusted = logits - adjustment.float().cpu()
+            la = classification_metrics(adjusted.argmax(dim=1), targets, num_classes)
+            metrics.update(accuracy_la=la["accuracy"], balanced_accuracy_la=la["balanced_accuracy"])
+        return metrics
 
     def evaluate_and_log(self) -> dict[str, Any]:
         """Evaluates EMA and raw models, appends to the history and to metrics.jsonl."""
@@ -267,6 +276,11 @@ class Trainer:
                 test_accuracy_raw=raw["accuracy"],
                 per_class_accuracy=ema["per_class_accuracy"],
             )
+            if "accuracy_la" in ema:
+                record.update(
+                    test_accuracy_la=ema["accuracy_la"],
+                    test_balanced_accuracy_la=ema["balanced_accuracy_la"],
+                )
         record["wall_seconds"] = round(self.wall_seconds, 2)
         self.meter.reset()
         self.history.append(record)
@@ -284,6 +298,7 @@ class Trainer:
             "test_accuracy": last.get("test_accuracy"),
             "test_balanced_accuracy": last.get("test_balanced_accuracy"),
             "test_accuracy_raw": last.get("test_accuracy_raw"),
+            "test_accuracy_la": last.get("test_accuracy_la"),
             "median_last20_accuracy": median_last(accuracies) if accuracies else None,
             "evaluations": len(self.history),
             "skipped_steps": sum(r.get("skipped_steps", 0) for r in self.history),
