@@ -33,11 +33,14 @@ def predict_logits(
 
 
 def classification_metrics(predictions: Tensor, targets: Tensor, num_classes: int) -> dict:
-    """Accuracy, balanced accuracy (mean per-class recall) and per-class accuracy.
+    """Accuracy, balanced accuracy (mean per-class recall), per-class accuracy, confusion matrix.
 
     Classes absent from `targets` are left out of the balanced accuracy and reported as None.
+    `confusion_matrix[i][j]` counts test images of class i predicted as class j.
     """
     correct = (predictions == targets).float()
+    pairs = targets * num_classes + predictions
+    confusion = torch.bincount(pairs, minlength=num_classes * num_classes)
     per_class: list[float | None] = []
     for c in range(num_classes):
         members = targets == c
@@ -47,6 +50,7 @@ def classification_metrics(predictions: Tensor, targets: Tensor, num_classes: in
         "accuracy": float(correct.mean()),
         "balanced_accuracy": sum(present) / len(present),
         "per_class_accuracy": per_class,
+        "confusion_matrix": confusion.reshape(num_classes, num_classes).tolist(),
     }
 
 

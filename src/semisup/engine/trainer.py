@@ -120,6 +120,7 @@ class Trainer:
         self.augment_generator = torch.Generator(self.device).manual_seed(engine.seed + 3)
         self.step = 0
         self.history: list[dict[str, Any]] = []
+        self.confusion_matrix: list[list[int]] | None = None  # of the last evaluation (EMA)
         self.meter = ScalarMeter()
         self.wall_seconds = 0.0
 
@@ -270,6 +271,7 @@ class Trainer:
         if self.data.test_images is not None:
             ema = self.evaluate(self.ema.module)
             raw = self.evaluate(self.algorithm.model)
+            self.confusion_matrix = ema["confusion_matrix"]
             record.update(
                 test_accuracy=ema["accuracy"],
                 test_balanced_accuracy=ema["balanced_accuracy"],
@@ -303,6 +305,9 @@ class Trainer:
             "evaluations": len(self.history),
             "skipped_steps": sum(r.get("skipped_steps", 0) for r in self.history),
             "wall_seconds": round(self.wall_seconds, 2),
+            "class_names": list(self.data.class_names),
+            "labeled_class_counts": list(self.data.labeled_class_counts()),
+            "confusion_matrix": self.confusion_matrix,
         }
 
     # ============ checkpoints ============
