@@ -27,6 +27,7 @@ from semisup.augment import (
 from semisup.augment.feedback import CTAFeedback
 from semisup.config import Config, DataConfig, TrainConfig, resolve_kwargs
 from semisup.data import DATASETS, ImageDataset
+from semisup.data.protocols import build_protocol
 from semisup.data.ssl import SSLData, build_ssl_data
 from semisup.engine.optim import OptimSettings
 from semisup.engine.trainer import Callback, EngineSettings, Trainer
@@ -66,7 +67,7 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(
-            "--device cuda was requested but no CUDA GPU is available; use --device cpu"
+            f"device {name} was requested but no CUDA GPU is available; use --device cpu"
         )
     return device
 
@@ -170,8 +171,19 @@ def build_experiment(cfg: Config, run_dir: Path | None) -> Experiment:
     dataset = load_dataset(cfg.data)
     if cfg.data.split_seed is None:
         cfg.data.split_seed = cfg.train.seed
+    protocol = build_protocol(
+        cfg.data.imbalance_ratio,
+        cfg.data.labeled_fraction,
+        cfg.data.unlabeled_imbalance,
+        cfg.data.mismatch,
+        cfg.data.mismatch_preset,
+    )
     data = build_ssl_data(
-        dataset, cfg.data.num_labels, cfg.data.split_seed, cfg.data.unlabeled_includes_labeled
+        dataset,
+        cfg.data.num_labels,
+        cfg.data.split_seed,
+        cfg.data.unlabeled_includes_labeled,
+        protocol,
     )
     cfg.data.num_labels = len(data.labeled_idx)
 
@@ -181,11 +193,12 @@ def build_experiment(cfg: Config, run_dir: Path | None) -> Experiment:
     model_factory = MODELS.get(cfg.model["name"])
     cfg.model = resolve_kwargs(model_factory, cfg.model, "model", ("num_classes", "in_channels"))
     model_kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
-    model = build_model(cfg.model["name"], dataset.num_classes, in_channels, **model_kwargs)
+    model = build_model(cfg.model["name"], data.num_classes, in_channels, **model_kwargs)
 
     info = TaskInfo(
-        num_classes=dataset.num_classes,
+        num_classes=data.num_classes,
         num_labeled=len(data.labeled_idx),
+        num_unlabeled=len(data.unlabeled_idx),
         labeled_class_counts=data.labeled_class_counts(),
         total_steps=engine.steps,
     )

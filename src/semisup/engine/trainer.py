@@ -104,6 +104,8 @@ class Trainer:
     ) -> None:
         self.engine, self.optim_settings, self.views = engine, optim, views
         self.data, self.run_dir, self.config, self.callbacks = data, run_dir, config, callbacks
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
         self.device = engine.device
         self.algorithm = algorithm.to(self.device)
         if engine.channels_last:
@@ -192,7 +194,7 @@ class Trainer:
         return out
 
     def _handle_nonfinite(self, out: dict[str, Tensor]) -> None:
-        parts = ", ".join(f"{k}={float(v):.4g}" for k, v in out.items() if v.numel() == 1)
+        parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in out.items() if v.numel() == 1)
         if self.engine.nonfinite == "skip":
             log.warning("skipped step %d: non-finite loss (%s)", self.step + 1, parts)
             self.meter.count_skipped()
