@@ -16,3 +16,48 @@ def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
         (N,) losses.
     """
     return -(targets * logits.log_softmax(dim=-1)).sum(dim=-1)
+
+
+def kl_divergence(target_logits: Tensor, logits: Tensor) -> Tensor:
+    """Per-sample KL(softmax(target_logits) ‖ softmax(logits)) = Σ_c p_c · (log p_c − log q_c).
+
+    Gradients flow into both arguments; detach `target_logits` for a fixed target.
+
+    Args:
+        target_logits: (N, C) logits of the target distribution p.
+        logits: (N, C) logits of the predicted distribution q.
+
+    Returns:
+        (N,) divergences (≥ 0, zero where the two distributions agree).
+    """
+    log_p = target_logits.log_softmax(dim=-1)
+    return (log_p.exp() * (log_p - logits.log_softmax(dim=-1))).sum(dim=-1)
+
+
+def entropy(logits: Tensor) -> Tensor:
+    """Per-sample entropy of softmax(logits): −Σ_c p_c · log p_c (log C for uniform p).
+
+    Args:
+        logits: (N, C).
+
+    Returns:
+        (N,) entropies.
+    """
+    log_p = logits.log_softmax(dim=-1)
+    return -(log_p.exp() * log_p).sum(dim=-1)
+
+
+def probability_mse(logits: Tensor, targets: Tensor) -> Tensor:
+    """Per-sample squared error between softmax(logits) and targets, averaged over classes.
+
+    (1/C) Σ_c (softmax(z)_c − t_c)²: the consistency loss of the Π-model and Mean Teacher, and
+    MixMatch's L_U; the mean over classes is the Google code's `reduce_mean(..., -1)`.
+
+    Args:
+        logits: (N, C) predicted logits.
+        targets: (N, C) target probabilities.
+
+    Returns:
+        (N,) losses.
+    """
+    return (logits.softmax(dim=-1) - targets).square().mean(dim=-1)

@@ -43,3 +43,24 @@ def pseudo_label_accuracy(pseudo_labels: Tensor, true_labels: Tensor, mask: Tens
     used = (mask > 0) & (true_labels >= 0)
     correct = (pseudo_labels == true_labels) & used
     return correct.sum() / used.sum()
+
+
+def monitors(
+    probs_u: Tensor, pseudo_labels: Tensor, mask: Tensor, true_labels: Tensor | None
+) -> dict[str, Tensor]:
+    """The monitoring outputs of a pseudo-labelling algorithm (no gradient).
+
+    Args:
+        probs_u: (N, C) predicted probabilities on the unlabeled images (the weak view).
+        pseudo_labels: (N,) the pseudo-labels.
+        mask: (N,) weights of the unlabeled loss.
+        true_labels: (N,) hidden true labels (`batch.get("u_y")`), −1 where unknown, or None.
+
+    Returns:
+        mask_rate, unlabeled_distribution (the (C,) mean prediction) and, with true labels,
+        pseudo_label_accuracy.
+    """
+    out = {"mask_rate": mask.mean(), "unlabeled_distribution": probs_u.detach().mean(dim=0)}
+    if true_labels is not None:
+        out["pseudo_label_accuracy"] = pseudo_label_accuracy(pseudo_labels, true_labels, mask)
+    return out

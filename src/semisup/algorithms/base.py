@@ -33,12 +33,15 @@ class TaskInfo:
         num_labeled: size of the labeled set (memory banks are indexed by labeled position).
         labeled_class_counts: labeled images per class (class priors for DA / logit adjustment).
         total_steps: optimizer steps in the whole run (for schedules defined as fractions).
+        num_unlabeled: size U of the unlabeled set (RealMix's Extend: `u_idx // U` is the copy);
+            0 where unknown (unit tests that build no data).
     """
 
     num_classes: int
     num_labeled: int
     labeled_class_counts: tuple[int, ...]
     total_steps: int
+    num_unlabeled: int = 0
 
 
 class Algorithm(nn.Module):
@@ -72,11 +75,16 @@ class Algorithm(nn.Module):
         "weight_decay": 5e-4,
         "decoupled_weight_decay": False,
         "schedule": "cosine",
+        "cosine_factor": 7 / 16,
     }
     augment_defaults: ClassVar[dict[str, Any]] = {
         "cta_sampling": "fixmatch",
         "cta_rescale": "fixmatch",
     }
+
+    # Set True where some parameters get no gradient in some steps (DDP must then search for
+    # them every step, which costs time).
+    ddp_find_unused_parameters: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, info: TaskInfo) -> None:
         super().__init__()

@@ -45,7 +45,8 @@ class FixMatch(Algorithm):
         self.lambda_u = lambda_u
         self.mu = mu
         self.temperature = temperature
-        self.views = {"x": "weak", "u_w": "weak", "u_s": "strong"}
+        # The strong view is CTAugment followed by a full-size cutout (algorithms.md §3).
+        self.views = {"x": "weak", "u_w": "weak", "u_s": "strong_cutout"}
 
     def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         x, u_w, u_s = batch["x"], batch["u_w"], batch["u_s"]

@@ -1,0 +1,119 @@
+"""A memory bank of labeled-example embeddings, one slot per labeled image (SimMatch §3.3).
+
+Slot i holds the latest (or a momentum-smoothed) L2-normalised embedding of labeled image i and
+its class, so a batch can be compared with every labeled example at once. The bank is a pair of
+registered buffers, so checkpoints carry it and a resumed run continues with the same bank.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from semisup.engine import distributed
+
+
+def momentum_update(old: Tensor, new: Tensor, momentum: float) -> Tensor:
+    """Normalize(m · old + (1 − m) · new), row-wise (SimMatch eq. (12), CIFAR code with m = 0.7).
+
+    m = 0 overwrites (the ImageNet code). §12 S4: old = e1, new = e2, m = 0.7 →
+    [0.91914503, 0.39391930].
+
+    Args:
+        old: (N, D) stored unit embeddings.
+        new: (N, D) fresh unit embeddings.
+        momentum: m ∈ [0, 1).
+    """
+    return F.normalize(momentum * old + (1.0 - momentum) * new, dim=-1)
+
+
+class LabeledMemoryBank(nn.Module):
+    """Embeddings (K, D) and labels (K,) of the K labeled examples, indexed by labeled position.
+
+    Starts, as the SimMatch code does, with random unit vectors and label 0 in every slot; each
+    slot is written the first time its example is in a labeled batch.
+
+    Args:
+        size: K, the number of labeled examples (`TaskInfo.num_labeled`).
+        dim: D, the embedding size.
+        generator: random source of the initial vectors (None: torch's global generator).
+
+    Example:
+        >>> bank = LabeledMemoryBank(info.num_labeled, 128)
+        >>> similarities = z @ bank.embeddings.T  # (N, K)
+        >>> bank.update(batch["x_idx"], z_x.detach(), batch["y"], momentum=0.7)  # after the step
+    """
+
+    embeddings: Tensor
+    labels: Tensor
+
+    def __init__(self, size: int, dim: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"a memory bank needs at least one slot, got size {size}")
+        start = F.normalize(torch.randn(size, dim, generator=generator), dim=-1)
+        self.register_buffer("embeddings", start)
+        self.register_buffer("labels", torch.zeros(size, dtype=torch.int64))
+
+    @torch.no_grad()
+    def update(self, index: Tensor, embeddings: Tensor, labels: Tensor, momentum: float) -> None:
+        """Writes `embeddings` (N, D) and `labels` (N,) into slots `index` (N,).
+
+        With momentum m > 0 each slot becomes `momentum_update(old, new, m)`. When an index
+        appears twice in a batch (fewer labeled examples than the batch size), one write wins,
+        as in the original code. Under DDP every rank writes every rank's batch (gathered in
+        rank order), so all ranks keep the same bank.
+        """
+        index = distributed.all_gather_cat(index)
+        labels = distributed.all_gather_cat(labels)
+        new = distributed.all_gather_cat(embeddings.detach().to(self.embeddings.dtype))
+        if momentum > 0:
+            new = momentum_update(self.embeddings[index], new, momentum)
+        self.embeddings[index] = new
+        self.labels[index] = labels
+
+
+class EmbeddingQueue(nn.Module):
+    """A first-in-first-out memory of the last K (embedding, class distribution) pairs.
+
+    CoMatch's memory bank (salesforce/CoMatch `Train_CoMatch.py`: `queue_feats`, `queue_probs`,
+    `queue_ptr`): every step pushes the weak-view embeddings of the unlabeled batch with their
+    pseudo-labels and the labeled embeddings with their one-hot labels, overwriting the oldest
+    entries. The queue starts with zeros; `count` (items ever pushed) tells when it has filled.
+
+    Args:
+        size: K, the number of entries (2560 = 5 batches of (1 + μ)·B = 512 in the CIFAR code).
+        dim: embedding size.
+        num_classes: C, size of the stored distributions.
+
+    Example:
+        >>> queue = EmbeddingQueue(2560, 64, 10)
+        >>> weights = (z @ queue.embeddings.T / 0.2).softmax(dim=-1)  # (N, K)
+        >>> smoothed = weights @ queue.probs  # (N, C)
+        >>> queue.push(torch.cat([z_u_w, z_x]), torch.cat([probs_u_w, one_hot_y]))
+    """
+
+    embeddings: Tensor
+    probs: Tensor
+    count: Tensor
+
+    def __init__(self, size: int, dim: int, num_classes: int) -> None:
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"a queue needs at least one entry, got size {size}")
+        self.size = size
+        self.register_buffer("embeddings", torch.zeros(size, dim))
+        self.register_buffer("probs", torch.zeros(size, num_classes))
+        self.register_buffer("count", torch.zeros((), dtype=torch.int64))
+
+    @torch.no_grad()
+    def push(self, embeddings: Tensor, probs: Tensor) -> None:
+        """Writes N rows after the newest entry, wrapping around (only the last K if N > K)."""
+        n = len(embeddings)
+        start = int(self.count) + max(n - self.size, 0)
+        kept = min(n, self.size)
+        slots = (start + torch.arange(kept, device=self.embeddings.device)) % self.size
+        self.embeddings[slots] = embeddings[n - kept :].detach().to(self.embeddings.dtype)
+        self.probs[slots] = probs[n - kept :].detach().to(self.probs.dtype)
+        self.count += n
