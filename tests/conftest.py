@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tests run small models, where one thread is as fast as two on an idle machine and far faster
+# on a busy one (oversubscribed threads slowed small BatchNorm calls 10-30x). It also keeps
+# floating-point reductions in one fixed order.
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"

@@ -31,6 +31,12 @@ class DataConfig:
     num_labels: int | None = None  # labeled images in total; None: 4 per class (folder: all)
     split_seed: int | None = None  # seed of the labeled split; None: train.seed
     unlabeled_includes_labeled: bool = True  # FixMatch/ReMixMatch protocol (False: MixMatch's)
+    # Long tail (CIFAR-10-LT, CReST/UDAL): class k keeps N_1·γ^(−k/(C−1)) images; None: off
+    imbalance_ratio: float | None = None
+    labeled_fraction: float | None = None  # labels per class: ceil(fraction · N_k)
+    unlabeled_imbalance: Literal["same", "reversed", "uniform"] = "same"  # unlabeled class profile
+    mismatch: int | None = None  # class mismatch (Oliver et al.): 0/25/50/75/100 % unseen classes
+    mismatch_preset: str = "auto"  # animals (CIFAR-10) | clothing (Fashion-MNIST) | digits
     image_size: int | None = None  # folder data: resize to this side (None: most common size)
     download: bool = True  # download missing standard files from the official URLs
     mirror: str | None = None  # base URL to download from instead (also $SEMISUP_MIRROR)
@@ -53,6 +59,7 @@ class TrainConfig:
     nonfinite: Literal["stop", "skip"] = "stop"  # on a NaN/inf loss: stop, or skip the step
     keep_checkpoints: int = 1  # checkpoints kept in the run directory (latest always kept)
     progress: bool = True  # show a progress bar
+    tensorboard: bool | None = None  # TensorBoard event files; None: when it is installed
 
 
 @dataclass
@@ -65,7 +72,8 @@ class OptimConfig:
     nesterov: bool | None = None  # SGD only
     weight_decay: float | None = None  # on conv/linear kernels only
     decoupled_weight_decay: bool | None = None  # True: kernels ×(1 − wd·lr) after each step
-    schedule: Literal["cosine", "constant"] | None = None  # cosine: FixMatch's cos(7πt/16T)
+    schedule: Literal["cosine", "constant"] | None = None  # cosine: lr·cos(factor·π·t/T)
+    cosine_factor: float | None = None  # 7/16: FixMatch; 1/16: CReST's "halfcos" (level 1)
 
 
 @dataclass
@@ -80,6 +88,7 @@ class AugmentConfig:
     cta_threshold: float = 0.8  # bins whose rate is below this fraction of the best are unused
     cta_decay: float = 0.99  # rate ← decay · rate + (1 − decay) · proximity
     cta_depth: int = 2  # ops per CTAugment policy
+    cutout: bool = True  # the full-size cutout after FixMatch's strong policy (False: ablation)
     weak_shift: float = 0.125  # largest random translation, fraction of the image side
     hflip: bool | None = None  # random horizontal flips; None: the data set's default
 

@@ -30,6 +30,7 @@ from semisup.data import DATASETS, ImageDataset
 from semisup.data.protocols import build_protocol
 from semisup.data.ssl import SSLData, build_ssl_data
 from semisup.engine.optim import OptimSettings
+from semisup.engine.tensorboard import build_loggers
 from semisup.engine.trainer import Callback, EngineSettings, Trainer
 from semisup.errors import UserError
 from semisup.models import MODELS, build_model, default_model_name
@@ -130,10 +131,24 @@ def resolve_augment(cfg: Config, algorithm_cls: type[Algorithm], hflip: bool) ->
         cfg.augment.hflip = hflip
 
 
-def build_views(cfg: Config) -> tuple[ViewMaker, tuple[Callback, ...]]:
-    """The view maker for `augment.*`, plus the CTAugment feedback callback when CTA is used."""
+def no_cutout(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The cutout ablation (FixMatch paper §5 / `ab_fixmatch_nocutout.py`): images unchanged."""
+    return images
+
+
+def build_views(cfg: Config, view_kinds: set[str]) -> tuple[ViewMaker, tuple[Callback, ...]]:
+    """The view maker for `augment.*`, plus the CTAugment feedback callback when CTA is used.
+
+    Args:
+        cfg: the config (its `augment` section is used).
+        view_kinds: the kinds of view the algorithm asks for; without a strong one, no strong
+            policy is built (and no CTAugment feedback runs).
+    """
     a = cfg.augment
     weak = WeakAugment(bool(a.hflip), a.weak_shift)
+    cutout = full_cutout if a.cutout else no_cutout
+    if not view_kinds & {"strong", "strong_cutout"}:
+        return ViewMaker(weak, None, cutout), ()
     if a.strong == "ctaugment":
         cta = CTAugment(
             depth=a.cta_depth,
@@ -143,12 +158,12 @@ def build_views(cfg: Config) -> tuple[ViewMaker, tuple[Callback, ...]]:
             translate=a.cta_translate,
             rescale=str(a.cta_rescale),
         )
-        return ViewMaker(weak, cta, full_cutout), (CTAFeedback(cta),)
+        return ViewMaker(weak, cta, cutout), (CTAFeedback(cta),)
     if a.strong == "randaugment":
-        return ViewMaker(weak, RandAugment(), full_cutout, strong_has_cutout=True), ()
+        return ViewMaker(weak, RandAugment(), cutout, strong_has_cutout=True), ()
     if a.strong == "randaugment_crest":
-        return ViewMaker(weak, CReSTRandAugment(), full_cutout, strong_has_cutout=True), ()
-    return ViewMaker(weak, None, full_cutout), ()
+        return ViewMaker(weak, CReSTRandAugment(), cutout, strong_has_cutout=True), ()
+    return ViewMaker(weak, None, cutout), ()
 
 
 @dataclass
@@ -207,8 +222,11 @@ def build_experiment(cfg: Config, run_dir: Path | None) -> Experiment:
     optim = resolve_optim(cfg, algorithm_cls)
 
     resolve_augment(cfg, algorithm_cls, dataset.hflip)
-    views, callbacks = build_views(cfg)
-    trainer = Trainer(algorithm, data, engine, optim, views, run_dir, cfg.to_dict(), callbacks)
+    views, callbacks = build_views(cfg, set(algorithm.views.values()))
+    loggers = build_loggers(cfg.train.tensorboard, run_dir, data.labeled_class_counts())
+    trainer = Trainer(
+        algorithm, data, engine, optim, views, run_dir, cfg.to_dict(), callbacks, loggers
+    )
     return Experiment(config=cfg, data=data, trainer=trainer)
 
 

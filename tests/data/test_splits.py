@@ -127,3 +127,18 @@ def test_sampler_draws_every_item_once_per_epoch_and_resumes_exactly():
     resumed = EpochSampler(torch.arange(10), seed=99)
     resumed.load_state_dict(state)
     assert all(torch.equal(a, resumed.next(3)) for a in expected)
+
+
+def test_official_folds_are_used_when_the_label_count_matches():
+    folds = (torch.tensor([3, 1, 5, 7]), torch.tensor([0, 2, 4, 6]))
+    dataset = ImageDataset(
+        train_images=torch.zeros(8, 1, 4, 4, dtype=torch.uint8),
+        train_targets=torch.tensor([0, 1] * 4),
+        test_images=None,
+        test_targets=None,
+        class_names=("a", "b"),
+        label_folds=folds,
+    )
+    assert build_ssl_data(dataset, None, seed=0).labeled_idx.tolist() == [1, 3, 5, 7]
+    assert build_ssl_data(dataset, 4, seed=1).labeled_idx.tolist() == [0, 2, 4, 6]
+    assert len(build_ssl_data(dataset, 2, seed=1).labeled_idx) == 2  # another count: a new split

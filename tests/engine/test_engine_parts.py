@@ -48,6 +48,7 @@ def _settings(**kw):
         weight_decay=0.02,
         decoupled_weight_decay=True,
         schedule="constant",
+        cosine_factor=7 / 16,
     )
     return OptimSettings(**{**base, **kw})
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from semisup.augment.ctaugment import CTAugment, proximity
+from semisup.augment.policy import Policy
+from semisup.engine.distributed import all_gather_cat
 from semisup.models.inputs import to_model_input
 
 if TYPE_CHECKING:
@@ -42,7 +44,9 @@ class CTAFeedback:
         with torch.autocast(trainer.device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(to_model_input(probes, trainer.engine.channels_last))
         probs = logits.float().softmax(dim=1)
-        self.augmenter.update(policy, proximity(probs, raw.y))
+        # Every rank applies every rank's updates, in rank order, so the rates stay identical.
+        everyone = Policy(all_gather_cat(policy.ops), all_gather_cat(policy.levels))
+        self.augmenter.update(everyone, all_gather_cat(proximity(probs, raw.y)))
 
     def state_dict(self) -> dict[str, Any]:
         return self.augmenter.state_dict()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -10,6 +11,9 @@ from torch import Tensor
 
 from semisup.data.base import ImageDataset
 from semisup.data.splits import split_labeled
+
+if TYPE_CHECKING:
+    from semisup.data.protocols import SplitProtocol
 
 UNKNOWN = -1  # target of an unlabeled image whose class is not known
 
@@ -56,36 +60,49 @@ def build_ssl_data(
     num_labels: int | None,
     seed: int,
     unlabeled_includes_labeled: bool = True,
+    protocol: SplitProtocol | None = None,
 ) -> SSLData:
     """Splits a data set into labeled and unlabeled sets.
 
     Args:
         dataset: the full data set.
         num_labels: total labeled images, chosen class-balanced by `split_labeled`. None keeps
-            every training image labeled when the data set says so (`all_labeled`), else 4 per
-            class (the papers' 40-label CIFAR-10 setting).
+            every training image labeled when the data set says so (`all_labeled`), uses the
+            official folds when the data set has them (STL-10), else 4 per class (the papers'
+            40-label CIFAR-10 setting). A count equal to the folds' size also uses them.
         seed: split seed.
         unlabeled_includes_labeled: as in ReMixMatch/FixMatch (and USB), the unlabeled set is the
             whole training set, labeled images included; False gives MixMatch's "training set
             minus labeled images".
+        protocol: a realistic protocol (`data.protocols`: long tail, class mismatch) that
+            chooses the split and may renumber classes; None: the class-balanced split above.
 
     Returns:
         The SSL split. Test images are never part of the pool.
     """
     targets = dataset.train_targets.numpy()
-    if num_labels is None and dataset.all_labeled:
-        labeled = np.arange(len(targets), dtype=np.int64)
+    if protocol is not None:
+        split = protocol.split(dataset, num_labels, seed, unlabeled_includes_labeled)
+        dataset, labeled, unlabeled_train = split.dataset, split.labeled, split.unlabeled
     else:
-        labeled = split_labeled(targets, num_labels or 4 * dataset.num_classes, seed)
+        folds = dataset.label_folds
+        if num_labels is None and dataset.all_labeled:
+            labeled = np.arange(len(targets), dtype=np.int64)
+        elif folds and num_labels in (None, len(folds[0])):
+            # The official labeled folds (STL-10: 10 x 1000), fold = seed as in the Google code.
+            labeled = np.sort(folds[seed % len(folds)].numpy()).astype(np.int64)
+        else:
+            labeled = split_labeled(targets, num_labels or 4 * dataset.num_classes, seed)
+        in_train = np.ones(len(targets), dtype=bool)
+        if not unlabeled_includes_labeled:
+            in_train[labeled] = False
+        unlabeled_train = np.flatnonzero(in_train)
     images, pool_targets = dataset.train_images, dataset.train_targets
     if dataset.unlabeled_images is not None:
         images = torch.cat([images, dataset.unlabeled_images])
         extra = torch.full((len(dataset.unlabeled_images),), UNKNOWN, dtype=torch.int64)
         pool_targets = torch.cat([pool_targets, extra])
-    in_train = np.ones(len(targets), dtype=bool)
-    if not unlabeled_includes_labeled:
-        in_train[labeled] = False
-    unlabeled = np.concatenate([np.flatnonzero(in_train), np.arange(len(targets), len(images))])
+    unlabeled = np.concatenate([unlabeled_train, np.arange(len(targets), len(images))])
     return SSLData(
         images=images,
         targets=pool_targets,

@@ -22,6 +22,7 @@ class OptimSettings:
     weight_decay: float
     decoupled_weight_decay: bool
     schedule: str
+    cosine_factor: float
 
 
 def split_kernels(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -52,7 +53,7 @@ def build_optimizer(module: nn.Module, s: OptimSettings) -> torch.optim.Optimize
 def learning_rate(s: OptimSettings, step: int, total_steps: int) -> float:
     """The learning rate for `step` under the configured schedule."""
     if s.schedule == "cosine":
-        return cosine_lr(step, total_steps, s.lr)
+        return cosine_lr(step, total_steps, s.lr, s.cosine_factor)
     if s.schedule == "constant":
         return s.lr
     raise UserError(f"unknown lr schedule '{s.schedule}'. Valid schedules: constant, cosine")

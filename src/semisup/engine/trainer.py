@@ -13,17 +13,20 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from semisup.algorithms.base import Algorithm
 from semisup.augment.views import ViewMaker
 from semisup.data.sampler import EpochSampler
 from semisup.data.ssl import SSLData
+from semisup.engine import distributed
 from semisup.engine.checkpoint import save_checkpoint
 from semisup.engine.ema import ModelEMA
 from semisup.engine.meter import ScalarMeter
 from semisup.engine.metrics import classification_metrics, median_last, predict_logits
 from semisup.engine.optim import OptimSettings, build_optimizer, decay_kernels, learning_rate
+from semisup.engine.tensorboard import MetricLogger
 from semisup.errors import UserError
 from semisup.models.inputs import to_model_input
 
@@ -89,6 +92,7 @@ class Trainer:
         run_dir: where checkpoint.pt and metrics.jsonl go (None: nothing is written).
         config: the resolved config, stored in checkpoints.
         callbacks: run after each step (e.g. CTAugment feedback).
+        loggers: receive each evaluation record on the main process (e.g. TensorBoard).
     """
 
     def __init__(
@@ -101,15 +105,33 @@ class Trainer:
         run_dir: Path | None,
         config: dict[str, Any],
         callbacks: tuple[Callback, ...] = (),
+        loggers: tuple[MetricLogger, ...] = (),
     ) -> None:
         self.engine, self.optim_settings, self.views = engine, optim, views
         self.data, self.run_dir, self.config, self.callbacks = data, run_dir, config, callbacks
-        if run_dir is not None:
+        self.loggers = loggers
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.is_main = self.rank == 0
+        if engine.batch_size % self.world_size:
+            raise UserError(
+                f"train.batch_size={engine.batch_size} must be divisible by the number of "
+                f"processes ({self.world_size}): each rank takes an equal share of the batch"
+            )
+        if run_dir is not None and self.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
         self.device = engine.device
         self.algorithm = algorithm.to(self.device)
         if engine.channels_last:
             self.algorithm.to(memory_format=torch.channels_last)
+        # DDP wraps the whole algorithm: its forward holds every model call of a step, and DDP
+        # averages the gradients of the per-rank losses (each rank has an equal sub-batch).
+        self.forward_module: torch.nn.Module = self.algorithm
+        if self.world_size > 1:
+            self.forward_module = DistributedDataParallel(
+                self.algorithm,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.algorithm.ddp_find_unused_parameters,
+            )
         self.ema = ModelEMA(self.algorithm.model, engine.ema_decay)
         self.optimizer = build_optimizer(self.algorithm, optim)
         use_scaler = engine.autocast_dtype == torch.float16
@@ -119,7 +141,10 @@ class Trainer:
         self.labeled_sampler = EpochSampler(torch.arange(len(data.labeled_idx)), engine.seed + 1)
         num_unlabeled = len(data.unlabeled_idx) * algorithm.unlabeled_copies()
         self.unlabeled_sampler = EpochSampler(torch.arange(num_unlabeled), engine.seed + 2)
-        self.augment_generator = torch.Generator(self.device).manual_seed(engine.seed + 3)
+        # Each rank augments its own share of the batch with its own stream of random numbers.
+        self.augment_generator = torch.Generator(self.device).manual_seed(
+            engine.seed + 3 + 1000 * self.rank
+        )
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.confusion_matrix: list[list[int]] | None = None  # of the last evaluation (EMA)
@@ -128,12 +153,17 @@ class Trainer:
 
     # ============ data ============
     def next_raw_batch(self) -> RawBatch:
-        """Draws the next labeled and unlabeled index batches and gathers their images."""
-        x_idx = self.labeled_sampler.next(self.engine.batch_size)
+        """Draws the next labeled and unlabeled index batches and gathers their images.
+
+        Every rank draws the same global batch (identical samplers) and keeps its own
+        contiguous share, so ranks never see duplicated samples within a step.
+        """
+        x_idx = self._my_share(self.labeled_sampler.next(self.engine.batch_size))
         x_pool = self.data.labeled_idx[x_idx]
         u_idx = u_pool = u = None
         if self.algorithm.mu > 0:
             u_idx = self.unlabeled_sampler.next(self.algorithm.mu * self.engine.batch_size)
+            u_idx = self._my_share(u_idx)
             u_pool = self.data.unlabeled_idx[u_idx % len(self.data.unlabeled_idx)]
             u_idx = u_idx.to(self.device)
             u = self.algorithm.extend_unlabeled(self._gather(u_pool), u_idx)
@@ -145,6 +175,9 @@ class Trainer:
             u=u,
             u_y=None if u_pool is None else self.targets[u_pool.to(self.device)],
         )
+
+    def _my_share(self, global_idx: Tensor) -> Tensor:
+        return global_idx.view(self.world_size, -1)[self.rank]
 
     def _gather(self, pool_idx: Tensor) -> Tensor:
         if self.images.device == self.device:
@@ -172,9 +205,9 @@ class Trainer:
         self.algorithm.train()
         dtype = self.engine.autocast_dtype
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            out = self.algorithm(batch, self.step)
+            out = self.forward_module(batch, self.step)
         loss = out["loss"]
-        if not bool(torch.isfinite(loss)):
+        if not distributed.all_true(bool(torch.isfinite(loss))):
             return self._handle_nonfinite(out)
 
         self.optimizer.zero_grad(set_to_none=True)
@@ -217,7 +250,8 @@ class Trainer:
         bar = tqdm(
             total=self.engine.steps,
             initial=self.step,
-            disable=None if self.engine.progress else True,  # None: only on a terminal
+            # None: shown only on a terminal; only rank 0 shows one.
+            disable=None if self.engine.progress and self.is_main else True,
             dynamic_ncols=True,
             unit="step",
         )
@@ -234,7 +268,8 @@ class Trainer:
                 if self.step % self.engine.eval_every == 0 or self.step == self.engine.steps:
                     self.wall_seconds = time.perf_counter() - started
                     record = self.evaluate_and_log()
-                    bar.write(_eval_line(record))
+                    if self.is_main:
+                        bar.write(_eval_line(record))
                     self.save()
         except KeyboardInterrupt:
             bar.close()
@@ -250,14 +285,18 @@ class Trainer:
         With an algorithm logit adjustment, also the adjusted metrics under keys ending "_la".
         """
         assert self.data.test_images is not None and self.data.test_targets is not None
-        logits = predict_logits(
+        # Each rank predicts every world_size-th test image; the shards are then reassembled.
+        shard = predict_logits(
             model,
-            self.data.test_images,
+            self.data.test_images[self.rank :: self.world_size],
             self.engine.eval_batch_size,
             self.device,
             self.engine.channels_last,
             self.engine.autocast_dtype,
         )
+        logits = torch.empty(len(self.data.test_images), shard.shape[1])
+        for r, part in enumerate(distributed.all_gather_objects(shard)):
+            logits[r :: self.world_size] = part
         targets, num_classes = self.data.test_targets, self.data.num_classes
         metrics = classification_metrics(logits.argmax(dim=1), targets, num_classes)
         adjustment = self.algorithm.logit_adjustment()
@@ -269,7 +308,9 @@ class Trainer:
 
     def evaluate_and_log(self) -> dict[str, Any]:
         """Evaluates EMA and raw models, appends to the history and to metrics.jsonl."""
-        record: dict[str, Any] = {"step": self.step, **self.meter.means()}
+        record: dict[str, Any] = {"step": self.step, **self._mean_over_ranks(self.meter.means())}
+        distributed.broadcast_buffers(self.algorithm)
+        distributed.broadcast_buffers(self.ema.module)
         if self.data.test_images is not None:
             ema = self.evaluate(self.ema.module)
             raw = self.evaluate(self.algorithm.model)
@@ -288,10 +329,29 @@ class Trainer:
         record["wall_seconds"] = round(self.wall_seconds, 2)
         self.meter.reset()
         self.history.append(record)
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.is_main:
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+        if self.is_main:
+            for logger in self.loggers:
+                logger.log(record)
         return record
+
+    def _mean_over_ranks(self, means: dict[str, Any]) -> dict[str, Any]:
+        """Averages each rank's training scalars (each saw a share of the batch)."""
+        if self.world_size == 1:
+            return means
+        result: dict[str, Any] = {}
+        everyone = distributed.all_gather_objects(means)
+        for key in means:
+            values = [m[key] for m in everyone if m.get(key) is not None]
+            if not values:
+                result[key] = None
+            elif isinstance(values[0], list):
+                result[key] = np.mean(values, axis=0).tolist()
+            else:
+                result[key] = float(np.mean(values))
+        return result
 
     def summary(self) -> dict[str, Any]:
         """The end-of-run facts written to summary.json."""
@@ -308,6 +368,7 @@ class Trainer:
             "skipped_steps": sum(r.get("skipped_steps", 0) for r in self.history),
             "wall_seconds": round(self.wall_seconds, 2),
             "class_names": list(self.data.class_names),
+            "image_shape": list(self.data.images.shape[1:]),  # (C, H, W) the model takes
             "labeled_class_counts": list(self.data.labeled_class_counts()),
             "confusion_matrix": self.confusion_matrix,
         }
@@ -331,13 +392,7 @@ class Trainer:
                 "unlabeled": self.unlabeled_sampler.state_dict(),
             },
             "callbacks": {c.name: c.state_dict() for c in self.callbacks},
-            "rng": {
-                "python": random.getstate(),
-                "numpy": np.random.get_state(),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "augment": self.augment_generator.get_state(),
-            },
+            "rng": distributed.all_gather_objects(self._rng_state()),  # one entry per rank
             "history": self.history,
             "wall_seconds": self.wall_seconds,
         }
@@ -353,7 +408,13 @@ class Trainer:
         self.unlabeled_sampler.load_state_dict(state["samplers"]["unlabeled"])
         for callback in self.callbacks:
             callback.load_state_dict(state["callbacks"][callback.name])
-        rng = state["rng"]
+        if len(state["rng"]) != self.world_size:
+            raise UserError(
+                f"the checkpoint was written by {len(state['rng'])} process(es) and this run has "
+                f"{self.world_size}; resume with --nproc_per_node={len(state['rng'])} to continue "
+                "exactly"
+            )
+        rng = state["rng"][self.rank]
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
         torch.set_rng_state(rng["torch"])
@@ -363,11 +424,25 @@ class Trainer:
         self.history = list(state["history"])
         self.wall_seconds = float(state["wall_seconds"])
 
+    def _rng_state(self) -> dict[str, Any]:
+        return {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "augment": self.augment_generator.get_state(),
+        }
+
     def save(self) -> None:
-        """Writes checkpoint.pt atomically (and keeps `keep_checkpoints` numbered copies)."""
+        """Writes checkpoint.pt atomically (and keeps `keep_checkpoints` numbered copies).
+
+        Every rank takes part (its random number generator states are gathered); rank 0 writes.
+        """
         if self.run_dir is None:
             return
         state = self.state_dict()
+        if not self.is_main:
+            return
         save_checkpoint(state, self.run_dir / "checkpoint.pt")
         if self.engine.keep_checkpoints > 1:
             save_checkpoint(state, self.run_dir / f"checkpoint-{self.step:08d}.pt")
