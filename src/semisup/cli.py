@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import sys
@@ -11,7 +12,9 @@ from typing import Any
 
 import yaml
 
+from semisup import bench, crest, export, predict, report
 from semisup.config import Config, build_config, config_from_dict, parse_assignments, set_key
+from semisup.engine import distributed
 from semisup.errors import UserError
 
 log = logging.getLogger("semisup")
@@ -62,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto")
 
     commands.add_parser("list", help="algorithms, data sets and models")
+    report.add_parser(commands)
+    bench.add_parser(commands)
+    predict.add_parser(commands)
+    export.add_parser(commands)
+    crest.add_parser(commands)
     return parser
 
 
@@ -102,7 +110,12 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> Config:
     if not path.is_file():
         raise UserError(f"cannot resume: {path} does not exist (is --out the run directory?)")
     cfg = config_from_dict(yaml.safe_load(path.read_text()))
-    changed = sorted(set(overrides) - RESUMABLE_KEYS)
+    # Repeating the original command with --resume is fine; changing the run is not.
+    changed = sorted(
+        key
+        for key, value in overrides.items()
+        if key not in RESUMABLE_KEYS and not _same_value(cfg, key, value)
+    )
     if changed:
         raise UserError(
             f"cannot change {changed[0]} when resuming; only {', '.join(sorted(RESUMABLE_KEYS))} "
@@ -113,10 +126,31 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> Config:
     return cfg
 
 
+def _same_value(cfg: Config, key: str, value: Any) -> bool:
+    """Whether setting `key` to `value` leaves `cfg` as it is."""
+    trial = copy.deepcopy(cfg)
+    set_key(trial, key, value)
+    return trial == cfg
+
+
 def command_train(args: argparse.Namespace) -> int:
-    """`semisup train`: build, (resume,) fit, write summary.json."""
+    """`semisup train`: build, (resume,) fit, write summary.json.
+
+    Under torchrun every rank runs this; rank 0 alone writes files and prints.
+    """
+    device = distributed.init_from_env()
+    try:
+        return _train(args, device)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args: argparse.Namespace, ddp_device: Any) -> int:
     from semisup.experiment import build_experiment, write_json, write_yaml
 
+    main = distributed.is_main()
+    if not main:
+        log.setLevel(logging.WARNING)
     overrides = flag_overrides(args)
     if args.resume:
         if not args.out:
@@ -125,26 +159,33 @@ def command_train(args: argparse.Namespace) -> int:
         cfg = resume_config(run_dir, overrides)
     else:
         cfg = build_config(args.config, overrides)
-        run_dir = Path(args.out) if args.out else default_run_dir(cfg)
+        run_dir = distributed.broadcast_object(Path(args.out) if args.out else default_run_dir(cfg))
         if (run_dir / "checkpoint.pt").exists():
             raise UserError(
                 f"{run_dir} already holds a run; continue it with --resume, or choose another --out"
             )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if ddp_device is not None:
+        cfg.train.device = str(ddp_device)
+        cfg.train.progress = cfg.train.progress and main
 
     experiment = build_experiment(cfg, run_dir)
     trainer = experiment.trainer
-    if args.resume:
+    checkpoint = run_dir / "checkpoint.pt"
+    if args.resume and checkpoint.exists():
         from semisup.engine.checkpoint import load_checkpoint
 
-        trainer.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt", trainer.device))
-        with open(run_dir / "metrics.jsonl", "w") as f:  # drop evaluations after the checkpoint
-            f.writelines(json.dumps(r) + "\n" for r in trainer.history)
+        trainer.load_state_dict(load_checkpoint(checkpoint, trainer.device))
+        if main:  # drop evaluations logged after the checkpoint was written
+            with open(run_dir / "metrics.jsonl", "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in trainer.history)
         log.info("resuming %s at step %d", run_dir, trainer.step)
-    write_yaml(run_dir / "config.yaml", cfg.to_dict())
+    elif args.resume:
+        log.info("no checkpoint in %s yet: starting its run from step 0", run_dir)
+    if main:
+        write_yaml(run_dir / "config.yaml", cfg.to_dict())
     data = experiment.data
     log.info(
-        "%s on %s: %d labeled, %d unlabeled, %d test images, model %s, %d steps -> %s",
+        "%s on %s: %d labeled, %d unlabeled, %d test images, model %s, %d steps%s -> %s",
         cfg.algorithm["name"],
         cfg.data.name,
         len(data.labeled_idx),
@@ -152,10 +193,13 @@ def command_train(args: argparse.Namespace) -> int:
         0 if data.test_images is None else len(data.test_images),
         cfg.model["name"],
         cfg.train.steps,
+        f" on {trainer.world_size} processes" if trainer.world_size > 1 else "",
         run_dir,
     )
 
     result = trainer.fit()
+    if not main:
+        return 0
     summary = {
         "algorithm": cfg.algorithm["name"],
         "dataset": cfg.data.name,
@@ -164,6 +208,7 @@ def command_train(args: argparse.Namespace) -> int:
         **result,
     }
     write_json(run_dir / "summary.json", summary)
+    report.report_after_training(run_dir)
     print(final_message(summary, run_dir))
     return 0
 
@@ -238,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     handlers = {"train": command_train, "evaluate": command_evaluate, "list": command_list}
     try:
-        return handlers[args.command](args)
+        return (handlers.get(args.command) or args.handler)(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

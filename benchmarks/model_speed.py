@@ -1,0 +1,78 @@
+"""Training-step throughput of the models, with and without bf16 autocast and channels-last.
+
+Times forward + backward + SGD step on random data, side by side in one process: the variants
+of each model alternate, so load changes on the machine hit them alike. Prints a Markdown table.
+
+    python benchmarks/model_speed.py [--reps 5] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from semisup.models import build_model
+
+CASES = [  # (model, channels, side, batch): a FixMatch step's 960 images, WRN also at 192
+    ("cnn", 1, 8, 960),
+    ("cnn", 1, 28, 960),
+    ("wrn28_2", 3, 32, 192),
+]
+VARIANTS = [
+    ("fp32", False, False),
+    ("fp32 + channels_last", False, True),
+    ("bf16", True, False),
+    ("bf16 + channels_last", True, True),
+]
+
+
+def make_step(name: str, channels: int, side: int, batch: int, bf16: bool, channels_last: bool):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10, in_channels=channels)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, nesterov=True)
+    x = torch.randn(batch, channels, side, side)
+    y = torch.randint(0, 10, (batch,))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads")
+    print("| model | input | batch | " + " | ".join(v[0] for v in VARIANTS) + " |")
+    print("|---|---|---|" + "---|" * len(VARIANTS))
+    for name, channels, side, batch in CASES:
+        steps = [make_step(name, channels, side, batch, bf16, cl) for _, bf16, cl in VARIANTS]
+        for step in steps:  # warm-up
+            step()
+        times: list[list[float]] = [[] for _ in steps]
+        for _ in range(args.reps):
+            for i, step in enumerate(steps):
+                start = time.perf_counter()
+                step()
+                times[i].append(time.perf_counter() - start)
+        rates = [batch / statistics.median(t) for t in times]
+        cells = [f"{r:,.0f} img/s ({r / rates[0]:.2f}x)" for r in rates]
+        print(f"| {name} | {channels}x{side}x{side} | {batch} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
