@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument(
+        "--no-report", action="store_true", help="skip writing report.html after training"
+    )
 
     evaluate = commands.add_parser("evaluate", help="test accuracy of a run's EMA model")
     evaluate.add_argument("run_dir")
@@ -208,7 +211,8 @@ def _train(args: argparse.Namespace, ddp_device: Any) -> int:
         **result,
     }
     write_json(run_dir / "summary.json", summary)
-    report.report_after_training(run_dir)
+    if not args.no_report:
+        report.report_after_training(run_dir)
     print(final_message(summary, run_dir))
     return 0
 

@@ -54,7 +54,7 @@ def config_changed(cell: Cell, directory: Path) -> bool:
 
 def train_command(cell: Cell, directory: Path, resume: bool) -> list[str]:
     """The `python -m semisup train` command line of a cell."""
-    command = [sys.executable, "-m", "semisup", "train", "--out", str(directory)]
+    command = [sys.executable, "-m", "semisup", "train", "--no-report", "--out", str(directory)]
     if resume:
         return [*command, "--resume"]
     return [*command, "--config", str(directory / CELL_CONFIG)]
