@@ -115,6 +115,8 @@ def test_median_error_is_100_minus_the_median_of_the_last_20():
     # last 20 values: 0.06 .. 0.25, median (0.15 + 0.16) / 2
     assert median_error(history, "test_accuracy") == pytest.approx(100 - 15.5)
     assert median_error(history, "test_accuracy_la") is None
+    # a suite's last_evaluations: the median of the last 3 values, 0.23 .. 0.25
+    assert median_error(history, "test_accuracy", last=3) == pytest.approx(100 - 24)
 
 
 def test_table_has_mean_and_std_over_seeds_and_the_published_row(tmp_path):

@@ -51,6 +51,7 @@ class TrainConfig:
     eval_every: int = 1024  # steps between evaluations (papers: 1024 = 64 kimg) and checkpoints
     eval_batch_size: int = 1024  # images per forward pass at evaluation
     ema_decay: float = 0.999  # EMA of the weights, evaluated instead of the raw model
+    ema_warmup: bool = False  # decay_t = min(decay, (1+t)/(10+t)) (Mean Teacher); for short runs
     seed: int = 0  # seeds everything (and the labeled split unless data.split_seed is set)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA

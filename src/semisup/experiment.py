@@ -97,6 +97,7 @@ def resolve_engine(train: TrainConfig, device: torch.device) -> EngineSettings:
         eval_every=train.eval_every,
         eval_batch_size=train.eval_batch_size,
         ema_decay=train.ema_decay,
+        ema_warmup=train.ema_warmup,
         seed=train.seed,
         device=device,
         autocast_dtype=dtype,

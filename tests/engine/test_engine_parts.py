@@ -39,6 +39,21 @@ def test_ema_f4_and_buffers_are_copied():
     assert frozen.module.weight.item() == 1.0 and copy.module.weight.item() == 3.0
 
 
+def test_ema_warmup_ramps_the_decay_like_tf_num_updates():
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.zero_()
+    ema = ModelEMA(model, 0.99, warmup=True)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model, step=0)  # decay min(0.99, 1/10) = 0.1: shadow 0.1·0 + 0.9·1
+    assert ema.module.weight.item() == pytest.approx(0.9)
+    ema.update(model, step=90)  # (1 + 90)/(10 + 90) = 0.91
+    assert ema.module.weight.item() == pytest.approx(0.91 * 0.9 + 0.09)
+    ema.update(model, step=10_000)  # capped at 0.99
+    assert ema.module.weight.item() == pytest.approx(0.99 * (0.91 * 0.9 + 0.09) + 0.01)
+
+
 def _settings(**kw):
     base = dict(
         name="adam",

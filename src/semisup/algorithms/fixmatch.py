@@ -17,7 +17,7 @@ from semisup.algorithms.registry import ALGORITHMS
 
 @ALGORITHMS.register("fixmatch")
 class FixMatch(Algorithm):
-    """FixMatch, eq. (2)-(4) of the paper.
+    """FixMatch (Sohn et al., NeurIPS 2020), eq. (2)-(4) of the paper.
 
     One forward pass over concat(x, u_w, u_s), so BatchNorm normalises all three parts with
     shared batch statistics and updates its running statistics once, as in the original.

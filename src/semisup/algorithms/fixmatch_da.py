@@ -19,7 +19,7 @@ from semisup.algorithms.registry import ALGORITHMS
 
 @ALGORITHMS.register("fixmatch_da")
 class FixMatchDA(Algorithm):
-    """FixMatch with progressive distribution alignment of its pseudo-labels (UDAL Table 1).
+    """FixMatch + progressive distribution alignment (UDAL paper, Lazarow et al., Table 1).
 
     The weak-view prediction is aligned, ReMixMatch/CReST+ style, to the progressive target:
     q̃ = Normalize(q · π_t / p̂) (eq. (1) with π_t of eq. (2)); mask and hard label come from q̃.

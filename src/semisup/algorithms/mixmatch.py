@@ -49,7 +49,7 @@ def check_mixup_settings(k: int, temperature: float, beta: float, rampup_steps: 
 
 @ALGORITHMS.register("mixmatch")
 class MixMatch(Algorithm):
-    """MixMatch, Algorithm 1 and eq. (2)-(5) of the paper, as the code runs it.
+    """MixMatch (Berthelot et al., NeurIPS 2019), Algorithm 1 and eq. (2)-(5), as its code runs.
 
     Per step: K weak views of each unlabeled image are classified in K separate forward calls
     (no gradient; BatchNorm running statistics untouched) and their softmaxes averaged and

@@ -84,7 +84,7 @@ def masked_squared_error(squared_errors: Tensor, mask: Tensor) -> Tensor:
 
 @ALGORITHMS.register("realmix")
 class RealMix(MixMatch):
-    """RealMix, Algorithm 1 and eq. (2) of the paper, as the code runs it.
+    """RealMix (Nair, Fuentes Alonso & Beltramelli, 2019), Algorithm 1 and eq. (2), as its code.
 
     Loss = L_X(TSA) + λ_U · ramp · L_U(OOD-masked); L_X = Σ keep · H(ỹ, p) / max(Σ keep, 1) over
     the B mixed labeled items, L_U = masked_squared_error over the K·B mixed unlabeled items,

@@ -53,7 +53,7 @@ def rotate_quarters(images: Tensor) -> tuple[Tensor, Tensor]:
 
 @ALGORITHMS.register("remixmatch")
 class ReMixMatch(Algorithm):
-    """ReMixMatch, Algorithm 1 and the total loss of the paper, as `cta_remixmatch.py` runs it.
+    """ReMixMatch (Berthelot et al., ICLR 2020), Algorithm 1, as `cta_remixmatch.py` runs it.
 
     Per step (calls are separate training-mode forwards of B images):
     1. Rotation: the first strong view u_s0, quarters rotated (`rotate_quarters`), one call

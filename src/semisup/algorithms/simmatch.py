@@ -69,7 +69,7 @@ def align_with_queue(probs: Tensor, queue: Tensor) -> Tensor:
 
 @ALGORITHMS.register("simmatch")
 class SimMatch(Algorithm):
-    """SimMatch, eq. (1)-(12); the CIFAR code's defaults.
+    """SimMatch (Zheng et al., CVPR 2022), eq. (1)-(12); the CIFAR code's defaults.
 
     Per step: L_s = CE(y, p^l); with p^w = DA(softmax(weak logits)) and bank similarities
     q^w = softmax(z^w·Q_f / t), the pseudo-label is p̂ = α p^w + (1 − α) aggregate(q^w) and
@@ -217,7 +217,7 @@ class SimMatch(Algorithm):
 
 @ALGORITHMS.register("simmatch_imagenet")
 class SimMatchImageNet(SimMatch):
-    """SimMatch with the ImageNet code's settings (EMA teacher, bank overwrite; §6).
+    """SimMatch (Zheng et al., CVPR 2022) with the ImageNet code's settings (EMA teacher).
 
     Only the defaults differ from `simmatch` (script/train.sh: τ 0.7, λ_u 10, λ_in 5, μ 5,
     DA 256, weight decay 1e-4). The code's 5-epoch warm-up is not reproduced. The code evaluates

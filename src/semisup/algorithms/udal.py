@@ -43,7 +43,7 @@ from semisup.engine.schedules import linear_rampup
 
 @ALGORITHMS.register("udal")
 class UDAL(Algorithm):
-    """UDAL on FixMatch: the loss L_UDAL of §3.1 with α_t of eq. (10).
+    """UDAL (Lazarow, Xu & Tu, WACV 2023) on FixMatch: L_UDAL of §3.1, α_t of eq. (10).
 
     L_s = CE(y, f(x) + log(p_data / π_t)); L_u = Σ 1[max q ≥ τ] CE(ŷ, f(u_s) + log(p̂ / π_t)) / μB
     with q = softmax(f(u_w)) un-adjusted, ŷ = argmax q (the pseudo-labels are not aligned).
@@ -137,7 +137,7 @@ class UDAL(Algorithm):
 
 @ALGORITHMS.register("udal_mixmatch")
 class UDALMixMatch(MixMatch):
-    """UDAL on MixMatch (§3.1 last paragraph): the same shifts under MixMatch's losses.
+    """UDAL (Lazarow, Xu & Tu, WACV 2023) on MixMatch (§3.1): the same logit shifts.
 
     The first B mixed items (the labeled part, L_X) get log(p_data / π_t), the K·B mixed
     unlabeled items (the squared error L_U on softmax of the shifted logits) get log(p̂ / π_t);

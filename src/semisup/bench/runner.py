@@ -95,7 +95,7 @@ def run_suite(
     for number, cell in enumerate(cells, 1):
         directory = root / cell.id
         prefix = f"[{number}/{len(cells)}] {cell.id}:"
-        outcome = read_outcome(cell, directory)
+        outcome = read_outcome(cell, directory, suite.last_evaluations)
         if outcome.status == "unavailable":
             print(f"{prefix} unavailable ({cell.unavailable})")
             continue
@@ -122,7 +122,7 @@ def run_suite(
             log = directory / CELL_LOG
             print(f"failed (exit {code}) after {minutes:.1f} min: {_last_line(log)} (see {log})")
             continue
-        finished = read_outcome(cell, directory)
+        finished = read_outcome(cell, directory, suite.last_evaluations)
         error = "–" if finished.error is None else f"{finished.error:.2f}%"
         print(f"done in {minutes:.1f} min, error {error}")
         write_tables(suite, root)

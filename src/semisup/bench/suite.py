@@ -18,6 +18,7 @@ A suite file (src/semisup/suites/*.yaml, or any path) has these keys:
       c10lt: {set: {...}, columns: {"γ=100": {data.imbalance_ratio: 100}}}  # named columns
     rules:                               # optional: keys for the cells whose id matches
       - {match: "^remixmatch/cifar10-40/", set: {algorithm.lambda_rotation: 2.0}}
+    last_evaluations: 20                 # error = 100 − median of the last N evaluations
     published:                           # published error (%) beside ours, per source
       - source: "FixMatch paper, Table 2 (error %, 5 folds)"
         values: {fixmatch: {cifar10-40: "13.81±3.37"}}
@@ -54,6 +55,7 @@ TOP_KEYS = {
     "rules",
     "published",
     "allow_unavailable",
+    "last_evaluations",
 }
 # Keys that say where and how a cell runs, not what it computes: changing them (e.g. with
 # `--set train.device=cuda`) does not make a started cell's config "changed".
@@ -127,6 +129,7 @@ class Suite:
     rows: list[str]  # row labels in table order
     columns: list[str]  # column labels in table order
     published: list[Published] = field(default_factory=list)
+    last_evaluations: int = 20  # the table's error: 100 − median of this many last evaluations
 
 
 def shipped_suites() -> list[str]:
@@ -272,6 +275,9 @@ def load_suite(name_or_path: str, overrides: dict[str, Any] | None = None) -> Su
         )
         for p in spec.get("published") or []
     ]
+    last = spec.get("last_evaluations", 20)
+    if not isinstance(last, int) or isinstance(last, bool) or last < 1:
+        raise UserError(f"suite {path}: last_evaluations must be a positive integer, got {last!r}")
     return Suite(
         name=str(spec.get("name", path.stem)),
         description=str(spec.get("description", "")).strip(),
@@ -280,6 +286,7 @@ def load_suite(name_or_path: str, overrides: dict[str, Any] | None = None) -> Su
         rows=list(dict.fromkeys(c.row_label for c in cells)),
         columns=list(dict.fromkeys(c.column_label for c in cells)),
         published=published,
+        last_evaluations=last,
     )
 
 

@@ -1,5 +1,8 @@
 """A suite's results table: error = 100 − median of the last 20 evaluations, mean ± std.
 
+(20 is the papers' statistic; a suite of short runs can set `last_evaluations` lower, so that
+the median covers the end of training rather than the whole run.)
+
 Rows are algorithms (× variants), columns data set × label count, as in the seed papers'
 tables; each row is followed by one row per published source that has numbers for it.
 """
@@ -26,7 +29,7 @@ class Outcome:
     Attributes:
         cell: the cell.
         status: "unavailable", "done", "partial" (checkpoint, not finished) or "missing".
-        error: 100 − median of the last 20 evaluations of `cell.metric`, in %, when done.
+        error: 100 − median of the last evaluations of `cell.metric`, in %, when done.
         wall_seconds: training time (summary.json) when done.
     """
 
@@ -41,23 +44,27 @@ def cell_steps(cell: Cell) -> int:
     return check_cell(cell.keys).train.steps
 
 
-def median_error(history: list[dict], metric: str) -> float | None:
-    """100 − 100 · median of the last 20 logged values of `metric`, or None if never logged."""
+def median_error(history: list[dict], metric: str, last: int = LAST_N) -> float | None:
+    """100 − 100 · median of the last `last` logged values of `metric`; None if never logged."""
     values = [r[metric] for r in history if isinstance(r.get(metric), (int, float))]
     if not values:
         return None
-    return 100.0 - 100.0 * statistics.median(values[-LAST_N:])
+    return 100.0 - 100.0 * statistics.median(values[-last:])
 
 
-def read_outcome(cell: Cell, directory: Path) -> Outcome:
-    """A cell's state: finished means summary.json holds the cell's full step count."""
+def read_outcome(cell: Cell, directory: Path, last: int = LAST_N) -> Outcome:
+    """A cell's state: finished means summary.json holds the cell's full step count.
+
+    The error is 100 − the median of the last `last` evaluations of `cell.metric`.
+    """
     if cell.unavailable:
         return Outcome(cell, "unavailable")
     summary_path = directory / "summary.json"
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
         if summary.get("steps") == cell_steps(cell):
-            error = median_error(read_history(directory / "metrics.jsonl"), cell.metric)
+            history = read_history(directory / "metrics.jsonl")
+            error = median_error(history, cell.metric, last)
             return Outcome(cell, "done", error, summary.get("wall_seconds"))
     if (directory / "checkpoint.pt").is_file():
         return Outcome(cell, "partial")
@@ -118,7 +125,8 @@ def render_markdown(suite: Suite, outcomes: list[Outcome]) -> str:
     return (
         f"# {suite.name}: test error (%)\n\n"
         f"{suite.description}\n\n"
-        "Ours: 100 − median of the EMA model's test accuracy over the last 20 evaluations, "
+        "Ours: 100 − median of the EMA model's test accuracy (or the row's metric) over the "
+        f"last {suite.last_evaluations} evaluations, "
         f"mean ± std (sample) over seeds {', '.join(map(str, seeds))}; `–`: no finished run "
         "yet; `unavailable`: the algorithm or a config key does not exist in this version. "
         "Published rows quote their source as given (see the source for its protocol).\n\n"
@@ -179,7 +187,7 @@ def render_csv(suite: Suite, outcomes: list[Outcome]) -> str:
 
 def write_tables(suite: Suite, root: Path) -> tuple[Path, Path]:
     """Writes ROOT/results.md and ROOT/results.csv from the cells' run directories."""
-    outcomes = [read_outcome(c, root / c.id) for c in suite.cells]
+    outcomes = [read_outcome(c, root / c.id, suite.last_evaluations) for c in suite.cells]
     root.mkdir(parents=True, exist_ok=True)
     markdown, table = root / "results.md", root / "results.csv"
     markdown.write_text(render_markdown(suite, outcomes))

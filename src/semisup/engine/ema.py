@@ -16,25 +16,34 @@ class ModelEMA:
     correction): parameters are averaged, buffers (BatchNorm running statistics) are copied from
     the live model. The shadow starts equal to the model.
 
+    With `warmup`, step t (0-based) uses min(decay, (1 + t) / (10 + t)), the ramp of
+    tf.train.ExponentialMovingAverage's `num_updates` (Mean Teacher uses a similar one): the
+    shadow forgets its random initialisation within a few hundred steps instead of ~5/(1 − decay).
+    Over the papers' 2^20 steps this changes nothing measurable (the ramp reaches 0.999 at step
+    8,990); in CPU-scale runs of a few hundred steps it removes most of the EMA model's lag.
+    The original FixMatch/ReMixMatch code does not use it, hence off by default.
+
     Args:
         model: the live model.
         decay: 0.999 in all the papers.
+        warmup: ramp the decay up from 0.1 as above.
     """
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = False) -> None:
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
-        self.decay = decay
+        self.decay, self.warmup = decay, warmup
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """One EMA step towards `model`'s current weights."""
+    def update(self, model: nn.Module, step: int = 0) -> None:
+        """One EMA step towards `model`'s current weights; `step` (0-based) drives the warm-up."""
+        decay = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
         shadow = list(self.module.parameters())
         live = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(shadow, live, 1.0 - self.decay)
+        torch._foreach_lerp_(shadow, live, 1.0 - decay)
         for b_shadow, b_live in zip(self.module.buffers(), model.buffers(), strict=True):
             b_shadow.copy_(b_live)
 

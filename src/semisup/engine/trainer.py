@@ -33,6 +33,32 @@ from semisup.models.inputs import to_model_input
 log = logging.getLogger("semisup")
 
 
+# The training pool moves to the GPU when it takes at most this share of the GPU's free memory.
+POOL_GPU_SHARE = 0.5
+
+
+def place_pool(images: Tensor, device: torch.device) -> Tensor:
+    """Where the trainer keeps the training pool and gathers each batch.
+
+    On a CUDA device, the pool moves there when it fits in POOL_GPU_SHARE of the free memory;
+    a larger one (e.g. a folder data set memory-mapped from its cache) stays on the host, and
+    each batch is gathered there and copied over. On a CPU the pool is never copied: a
+    memory-mapped pool is read batch by batch from the page cache.
+    """
+    if device.type != "cuda":
+        return images
+    free, _ = torch.cuda.mem_get_info(device)
+    if images.nbytes <= free * POOL_GPU_SHARE:
+        return images.to(device)
+    log.info(
+        "keeping the %.1f GB training pool in host memory (the GPU has %.1f GB free); each batch "
+        "is copied to the GPU",
+        images.nbytes / 1e9,
+        free / 1e9,
+    )
+    return images
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     """What the loop needs from the `train.*` config, resolved (no "auto" left)."""
@@ -42,6 +68,7 @@ class EngineSettings:
     eval_every: int
     eval_batch_size: int
     ema_decay: float
+    ema_warmup: bool
     seed: int
     device: torch.device
     autocast_dtype: torch.dtype | None  # None: full precision
@@ -132,11 +159,11 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=self.algorithm.ddp_find_unused_parameters,
             )
-        self.ema = ModelEMA(self.algorithm.model, engine.ema_decay)
+        self.ema = ModelEMA(self.algorithm.model, engine.ema_decay, engine.ema_warmup)
         self.optimizer = build_optimizer(self.algorithm, optim)
         use_scaler = engine.autocast_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
-        self.images = data.images.to(self.device) if self.device.type == "cuda" else data.images
+        self.images = place_pool(data.images, self.device)
         self.targets = data.targets.to(self.device)
         self.labeled_sampler = EpochSampler(torch.arange(len(data.labeled_idx)), engine.seed + 1)
         num_unlabeled = len(data.unlabeled_idx) * algorithm.unlabeled_copies()
@@ -220,7 +247,7 @@ class Trainer:
         decay_kernels(self.optimizer, self.optim_settings, lr)
 
         self.algorithm.on_step_end(batch, out, self.step)
-        self.ema.update(self.algorithm.model)
+        self.ema.update(self.algorithm.model, self.step)
         for callback in self.callbacks:
             callback.on_step_end(self, raw, self.step)
         out["lr"] = torch.tensor(lr)
