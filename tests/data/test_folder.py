@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +16,15 @@ import pytest
 import torch
 from PIL import Image
 
+from semisup.config import build_config
 from semisup.data import folder as folder_module
 from semisup.data import folder_decode
 from semisup.data.base import DATASETS
 from semisup.data.folder import load_folder
+from semisup.data.ssl import build_ssl_data, join_images
+from semisup.engine.trainer import place_pool
 from semisup.errors import UserError
+from semisup.experiment import build_experiment
 
 CIFAR_CLASSES = (
     "airplane",
@@ -58,8 +67,13 @@ def make_research(root: Path) -> dict[str, list[np.ndarray]]:
     return written
 
 
+def caches(folder: Path) -> list[Path]:
+    """The cache directories in `folder` (temporary ones start with '.')."""
+    return sorted(folder.glob("[!.]*"))
+
+
 def cache_files(root: Path) -> list[Path]:
-    return sorted((root / ".semisup-cache").glob("*.npz"))
+    return caches(root / ".semisup-cache")
 
 
 def same(a: object, b: object) -> None:
@@ -154,11 +168,12 @@ def test_corrupt_cache_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     make_research(tmp_path)
     first = load_folder(tmp_path)
     (cache,) = cache_files(tmp_path)
-    cache.write_bytes(b"not an npz file")
+    (cache / "images.npy").unlink()  # a new file: `first` still maps the old one
+    (cache / "images.npy").write_bytes(b"not an npy file")
     with caplog.at_level(logging.WARNING, logger="semisup.data"):
         second = load_folder(tmp_path)
     same(first, second)
-    assert "deleting unreadable cache file" in caplog.text
+    assert "deleting unreadable cache" in caplog.text
     assert load_folder(tmp_path).train_images.shape == (5, 3, 8, 8)
 
 
@@ -375,7 +390,7 @@ def test_zip_gives_the_same_dataset(
     from_zip = load_folder(archive)
     same(from_dir, from_zip)
     assert from_zip.skipped_files == (str(archive / prefix / "train/cat/broken.png"),)
-    assert len(list(cache.glob("*.npz"))) == 1  # beside neither the zip nor inside it
+    assert len(caches(cache)) == 1  # beside neither the zip nor inside it
     same(from_zip, load_folder(archive))
 
 
@@ -387,7 +402,7 @@ def test_read_only_folder_caches_in_cache_dir(tmp_path: Path) -> None:
         if os.access(data_dir, os.W_OK):
             pytest.skip("running as root: chmod cannot make the folder read-only")
         first = load_folder(data_dir, cache_dir=tmp_path / "cache")
-        assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+        assert len(caches(tmp_path / "cache")) == 1
         same(first, load_folder(data_dir, cache_dir=tmp_path / "cache"))
     finally:
         data_dir.chmod(0o755)
@@ -399,7 +414,7 @@ def test_unwritable_cache_folder_falls_back_to_cache_dir(
     make_research(tmp_path / "data")
     (tmp_path / "data" / ".semisup-cache").write_text("a file where the cache folder would go")
     first = load_folder(tmp_path / "data", cache_dir=tmp_path / "cache")
-    (cache,) = (tmp_path / "cache").glob("*.npz")
+    (cache,) = caches(tmp_path / "cache")
     with caplog.at_level(logging.INFO, logger="semisup.data"):
         same(first, load_folder(tmp_path / "data", cache_dir=tmp_path / "cache"))
     assert f"from cache {cache}" in caplog.text
@@ -412,7 +427,7 @@ def test_process_pool_gives_the_same_result(
     (tmp_path / "train" / "dog" / "broken.jpg").write_bytes(b"broken")
     serial = load_folder(tmp_path, cache_dir=tmp_path / "c1")
     for path in cache_files(tmp_path):
-        path.unlink()
+        shutil.rmtree(path)
     monkeypatch.setattr(folder_decode, "POOL_MIN_FILES", 2)
     monkeypatch.setattr(folder_decode, "_CHUNK", 2)
     monkeypatch.setattr(folder_decode, "_num_workers", lambda num_jobs: 2)
@@ -463,3 +478,178 @@ def test_full_cifar_zip(
     assert data.test_targets.bincount().tolist() == [1000] * 10
     assert data.skipped_files == ()
     same(data, cached)
+
+
+needs_proc_maps = pytest.mark.skipif(
+    not Path("/proc/self/maps").is_file(), reason="reads the memory map in /proc (Linux)"
+)
+
+
+def mapped_file(tensor: torch.Tensor) -> str:
+    """The file whose mapping holds the tensor's first byte ('' for anonymous memory)."""
+    address = tensor.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        start, end = (int(bound, 16) for bound in fields[0].split("-"))
+        if start <= address < end:
+            return fields[5] if len(fields) == 6 else ""
+    raise AssertionError(f"address {address:#x} is not mapped")
+
+
+@needs_proc_maps
+def test_images_are_memory_mapped_from_the_cache(tmp_path: Path) -> None:
+    written = make_research(tmp_path)
+    built = load_folder(tmp_path)  # decoded into the cache, then mapped from it
+    (cache,) = cache_files(tmp_path)
+    for data in (built, load_folder(tmp_path)):
+        assert mapped_file(data.train_images) == str(cache / "images.npy")
+        assert mapped_file(data.test_images) == str(cache / "images.npy")
+        assert torch.equal(data.train_images, torch.stack([chw(a) for a in written["train"]]))
+        assert torch.equal(data.test_images, torch.stack([chw(a) for a in written["test"]]))
+    built.train_images[0] = 0  # copy-on-write: the cache file keeps the decoded pixels
+    assert torch.equal(load_folder(tmp_path).train_images[0], chw(written["train"][0]))
+
+
+@pytest.mark.parametrize("options", [{}, {"image_size": 8, "grayscale": False}])
+def test_cache_content_leaves_out_skipped_files(tmp_path: Path, options: dict) -> None:
+    make_research(tmp_path)
+    save(tmp_path / "unlabeled" / "u.png", rgb(20))
+    (tmp_path / "train" / "cat" / "001b.png").write_bytes(b"broken")
+    data = load_folder(tmp_path, **options)
+    (cache,) = cache_files(tmp_path)
+    images = np.load(cache / "images.npy")
+    assert images.shape == (8, 3, 8, 8)  # the broken file takes no row
+    expected = torch.cat([data.train_images, data.unlabeled_images, data.test_images])
+    assert torch.equal(torch.from_numpy(images), expected)
+    assert np.load(cache / "targets.npy").tolist() == [0, 0, 0, 1, 1, -1, 0, 1]
+    meta = json.loads((cache / "meta.json").read_text())
+    assert meta["counts"] == {"train": 5, "unlabeled": 1, "test": 2}
+    assert meta["class_names"] == ["cat", "dog"]
+    assert meta["skipped"] == ["train/cat/001b.png"]
+
+
+def test_training_pool_is_a_view_of_the_cache(tmp_path: Path) -> None:
+    save(tmp_path / "labeled" / "a" / "1.png", rgb(1))
+    save(tmp_path / "labeled" / "b" / "1.png", rgb(2))
+    save(tmp_path / "unlabeled" / "x.png", rgb(3))
+    data = load_folder(tmp_path)
+    ssl = build_ssl_data(data, None, seed=0)
+    assert ssl.images.data_ptr() == data.train_images.data_ptr()  # not copied
+    assert torch.equal(ssl.images, torch.cat([data.train_images, data.unlabeled_images]))
+    assert ssl.targets.tolist() == [0, 1, -1]
+
+
+def test_join_images_copies_tensors_that_are_not_adjacent() -> None:
+    pool = torch.arange(4 * 3, dtype=torch.uint8).reshape(4, 3, 1, 1)
+    assert join_images(pool[:1], pool[1:]).data_ptr() == pool.data_ptr()
+    for first, second in ((pool[:1], pool[2:]), (pool[2:], pool[:2]), (pool[:2], pool[2:].clone())):
+        joined = join_images(first, second)
+        assert torch.equal(joined, torch.cat([first, second]))
+        assert joined.data_ptr() != pool.data_ptr()
+
+
+@needs_proc_maps
+def test_training_gathers_batches_from_the_mapped_cache(tmp_path: Path) -> None:
+    make_research(tmp_path)
+    settings = {
+        "data.name": "folder",
+        "data.dir": str(tmp_path),
+        "data.num_labels": 2,
+        "train.device": "cpu",
+        "train.steps": 2,
+        "train.batch_size": 2,
+        "train.progress": False,
+        "algorithm.mu": 1,
+    }
+    trainer = build_experiment(build_config(None, settings), None).trainer
+    (cache,) = cache_files(tmp_path)
+    assert mapped_file(trainer.images) == str(cache / "images.npy")
+    for _ in range(2):
+        trainer.train_step()
+
+
+class Interrupted(BaseException):
+    """Like Ctrl-C or a kill: nothing catches it on the way."""
+
+
+@pytest.mark.parametrize("options", [{}, {"image_size": 8, "grayscale": False}])
+def test_interrupted_build_leaves_no_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: dict
+) -> None:
+    written = make_research(tmp_path)
+    real_iter_jobs = folder_module.iter_jobs
+
+    def interrupted(*args: object, **kwargs: object) -> Iterator[object]:
+        for count, outcome in enumerate(real_iter_jobs(*args, **kwargs)):  # type: ignore[arg-type]
+            if count == 3:
+                raise Interrupted
+            yield outcome
+
+    monkeypatch.setattr(folder_module, "iter_jobs", interrupted)
+    with pytest.raises(Interrupted):
+        load_folder(tmp_path, **options)
+    assert list((tmp_path / ".semisup-cache").iterdir()) == []  # neither cache nor temp files
+    monkeypatch.undo()
+    data = load_folder(tmp_path, **options)
+    assert torch.equal(data.train_images, torch.stack([chw(a) for a in written["train"]]))
+
+
+@pytest.mark.parametrize("damage", ["truncated images", "no meta", "other format"])
+def test_incomplete_cache_is_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    written = make_research(tmp_path)
+    load_folder(tmp_path)
+    (cache,) = cache_files(tmp_path)
+    images, meta = cache / "images.npy", cache / "meta.json"
+    if damage == "truncated images":
+        content = images.read_bytes()
+        images.unlink()
+        images.write_bytes(content[: len(content) // 2])
+    elif damage == "no meta":
+        meta.unlink()
+    else:
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "format": 1}))
+    with caplog.at_level(logging.WARNING, logger="semisup.data"):
+        data = load_folder(tmp_path)
+    assert "deleting unreadable cache" in caplog.text
+    assert torch.equal(data.train_images, torch.stack([chw(a) for a in written["train"]]))
+    assert len(cache_files(tmp_path)) == 1
+
+
+def test_new_cache_replaces_the_older_format(tmp_path: Path) -> None:
+    make_research(tmp_path)
+    options = {"image_size": None, "grayscale": None}
+    slot = hashlib.sha256(json.dumps([1, options], separators=(",", ":")).encode()).hexdigest()
+    legacy = tmp_path / ".semisup-cache" / f"{slot[:12]}-{'0' * 24}.npz"  # a format 1 cache
+    legacy.parent.mkdir()
+    legacy.write_bytes(b"format 1")
+    load_folder(tmp_path)
+    assert not legacy.exists() and len(cache_files(tmp_path)) == 1
+
+
+@needs_proc_maps
+def test_unwritable_cache_locations_give_a_scratch_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    written = make_research(tmp_path / "data")
+    (tmp_path / "data" / ".semisup-cache").write_text("a file where the cache folder would go")
+    (tmp_path / "cache").write_text("and another one")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    with caplog.at_level(logging.WARNING, logger="semisup.data"):
+        data = load_folder(tmp_path / "data", cache_dir=tmp_path / "cache")
+    assert "could not write the image cache" in caplog.text
+    assert torch.equal(data.train_images, torch.stack([chw(a) for a in written["train"]]))
+    assert mapped_file(data.train_images).endswith("images.npy (deleted)")
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_pool_too_large_for_the_gpu_stays_on_the_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_research(tmp_path)
+    images = load_folder(tmp_path).train_images
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (images.nbytes, 2**34))
+    assert place_pool(images, torch.device("cuda")) is images  # would take all free memory
+    assert place_pool(images, torch.device("cpu")) is images

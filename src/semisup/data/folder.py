@@ -3,8 +3,10 @@
 Layouts (see `folder_scan`): `labeled/<class>/*` with optional `unlabeled/**` and `test/<class>/*`
 (every training image is labeled), or `train/<class>/*` with `test/<class>/*` (the SSL split picks
 the labeled subset). Class ids follow the sorted class folder names. Images are decoded once
-(see `folder_decode` for the conversion and resizing rules) and cached as one .npz file (see
-`folder_cache`); files that cannot be decoded are skipped and listed in `skipped_files`.
+(see `folder_decode` for the conversion and resizing rules), each written to the cache (see
+`folder_cache`) as soon as it is decoded, and the data set's image tensors are memory-mapped views
+of the cache file: memory does not grow with the number of images. Files that cannot be decoded
+are skipped and listed in `skipped_files`.
 """
 
 from __future__ import annotations
@@ -13,13 +15,22 @@ import functools
 import logging
 import numbers
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from semisup.data.base import DATASETS, ImageDataset
-from semisup.data.folder_cache import cache_candidates, read_cache, write_cache
+from semisup.data.folder_cache import (
+    CacheContent,
+    ImageRows,
+    cache_candidates,
+    open_cache,
+    read_cache,
+    start_cache,
+)
 from semisup.data.folder_decode import Probe, decode_image, iter_jobs, probe_image
 from semisup.data.folder_scan import FolderLayout, FolderSource, find_layout, open_source
 from semisup.errors import UserError
@@ -38,7 +49,7 @@ def load_folder(
     cache_dir: str | Path | None = None,
     grayscale: bool | None = None,
 ) -> ImageDataset:
-    """Loads a folder of images (a directory or a .zip of one) into memory.
+    """Loads a folder of images (a directory or a .zip of one), memory-mapped from its cache.
 
     Args:
         data_dir: the directory or .zip file, holding `labeled/` or `train/` at its top or
@@ -74,38 +85,42 @@ def load_folder(
         source, layout.kind, options, Path(cache_dir) if cache_dir is not None else None
     )
     for path in candidates:
-        arrays = read_cache(path)
-        if arrays is not None:
-            dataset = _to_dataset(arrays, layout, source)
-            logger.info("loaded %d images from cache %s", _count(dataset), path)
+        content = read_cache(path)
+        if content is not None:
+            dataset = _to_dataset(content, layout, source)
+            logger.info("loaded %d images from cache %s", len(content.images), path)
             _warn_skipped(dataset.skipped_files, "")
             return dataset
-    arrays = _decode_folder(source, layout, image_size, grayscale)
-    written = write_cache(candidates, arrays)
-    if written is not None:
+    with start_cache(candidates) as writer:
+        built = _decode_folder(source, layout, image_size, grayscale, writer.allocate)
+        written = writer.commit(
+            built.count, built.targets, built.counts, built.class_names, built.skipped
+        )
+        content = open_cache(written)  # maps the images before a scratch cache is deleted
+    if writer.keep:
         logger.info("cached the decoded images in %s", written)
-    return _to_dataset(arrays, layout, source)
+    return _to_dataset(content, layout, source)
 
 
-def _count(dataset: ImageDataset) -> int:
-    splits = (dataset.train_images, dataset.test_images, dataset.unlabeled_images)
-    return sum(len(s) for s in splits if s is not None)
+def _to_dataset(content: CacheContent, layout: FolderLayout, source: FolderSource) -> ImageDataset:
+    """The data set whose image tensors are views of the cache's (memory-mapped) images.
 
-
-def _to_dataset(arrays: dict, layout: FolderLayout, source: FolderSource) -> ImageDataset:
-    def tensor(name: str) -> torch.Tensor | None:
-        return torch.from_numpy(arrays[name]) if arrays.get(name) is not None else None
-
+    The training and unlabeled images are adjacent views of one tensor, so `build_ssl_data`
+    joins them into the training pool without copying.
+    """
+    images, targets = torch.from_numpy(content.images), torch.from_numpy(content.targets)
+    train, unlabeled, _ = content.counts
+    pool = train + unlabeled
     return ImageDataset(
-        train_images=torch.from_numpy(arrays["train_images"]),
-        train_targets=torch.from_numpy(arrays["train_targets"]),
-        test_images=tensor("test_images"),
-        test_targets=tensor("test_targets"),
-        class_names=layout.class_names,
+        train_images=images[:train],
+        train_targets=targets[:train],
+        test_images=images[pool:] if layout.has_test else None,
+        test_targets=targets[pool:] if layout.has_test else None,
+        class_names=content.class_names,
         hflip=True,
-        unlabeled_images=tensor("unlabeled_images"),
+        unlabeled_images=images[train:pool] if unlabeled else None,
         all_labeled=layout.kind == "labeled",
-        skipped_files=tuple(source.display(str(rel)) for rel in arrays["skipped"]),
+        skipped_files=tuple(source.display(rel) for rel in content.skipped),
     )
 
 
@@ -152,18 +167,56 @@ def _choose_size(probes: list[Probe]) -> int:
     return size
 
 
+class _Images:
+    """The (N, C, S, S) image file the images are decoded into, from `allocate`.
+
+    Small images decoded while their headers are read (see `probe_image`) are stored at once,
+    into a file shaped like the first of them that fits the given options: when the loader
+    then picks that shape (all images square and of one size, the usual case), they are not
+    read again; otherwise that file is replaced and they are decoded again.
+    """
+
+    def __init__(self, count: int, allocate: Callable[[tuple[int, ...]], ImageRows]) -> None:
+        self.count, self.allocate = count, allocate
+        self.rows: ImageRows | None = None
+        self.done: set[int] = set()
+
+    def put_early(
+        self, index: int, image: np.ndarray, size: int | None, channels: int | None
+    ) -> None:
+        """Stores an image decoded at its own size and channel count, if it may fit.
+
+        `size` and `channels` are the given options (None: not yet known).
+        """
+        if self.rows is None:
+            own_channels, own_size = image.shape[:2]
+            if (channels or own_channels) != own_channels or (size or own_size) != own_size:
+                return
+            self.rows = self.allocate((self.count, *image.shape))
+        if image.shape == self.rows.shape[1:]:
+            self.rows[index] = image
+            self.done.add(index)
+
+    def shaped(self, shape: tuple[int, int, int]) -> ImageRows:
+        """The file for images of `shape`, keeping the early images if they have it."""
+        if self.rows is None or self.rows.shape[1:] != shape:
+            self.done.clear()
+            self.rows = self.allocate((self.count, *shape))
+        return self.rows
+
+
 def _size_and_channels(
     source: FolderSource,
     members: list[str],
     failed: dict[int, str],
-    decoded: dict[int, np.ndarray],
+    images: _Images,
     image_size: int | None,
     grayscale: bool | None,
 ) -> tuple[int, int]:
     """The given image size and channel count, or ones chosen from the image headers.
 
     Files whose header cannot be read are added to `failed`; small images that reading the
-    header already decoded (see `probe_image`) are added to `decoded`.
+    header already decoded (see `probe_image`) are offered to `images`.
     """
     channels = None if grayscale is None else (1 if grayscale else 3)
     if image_size is not None and channels is not None:
@@ -178,7 +231,7 @@ def _size_and_channels(
         probe, array = outcome.value  # type: ignore[misc]
         probes.append(probe)
         if array is not None:
-            decoded[outcome.index] = array
+            images.put_early(outcome.index, array, image_size, channels)
     if not probes:
         raise UserError(
             f"none of the {len(members)} image files in {source.display('')} could be decoded "
@@ -191,29 +244,40 @@ def _size_and_channels(
     return image_size or _choose_size(probes), channels
 
 
+class _Decoded(NamedTuple):
+    """What `_decode_folder` found, besides the images it wrote (see `CacheWriter.commit`)."""
+
+    count: int
+    targets: np.ndarray
+    counts: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    skipped: list[str]
+
+
 def _decode_folder(
-    source: FolderSource, layout: FolderLayout, image_size: int | None, grayscale: bool | None
-) -> dict[str, np.ndarray | None]:
-    """Decodes every image of the layout; returns the arrays that the cache stores."""
-    rels = [r for r, _ in layout.train] + [r for r, _ in layout.test] + layout.unlabeled
+    source: FolderSource,
+    layout: FolderLayout,
+    image_size: int | None,
+    grayscale: bool | None,
+    allocate: Callable[[tuple[int, ...]], ImageRows],
+) -> _Decoded:
+    """Decodes every image of the layout into the file from `allocate`, in the cache's order.
+
+    The images are written one by one as results stream in (never all held in memory); the
+    decodable ones end up at the front: training, then unlabeled, then test images.
+    """
+    rels = [r for r, _ in layout.train] + layout.unlabeled + [r for r, _ in layout.test]
     labels = np.array(
-        [c for _, c in layout.train + layout.test] + [-1] * len(layout.unlabeled), np.int64
+        [c for _, c in layout.train] + [-1] * len(layout.unlabeled) + [c for _, c in layout.test],
+        np.int64,
     )
     member_of = {f.rel: f.member for f in source.files}
     members = [member_of[r] for r in rels]
     failed: dict[int, str] = {}
-    decoded: dict[int, np.ndarray] = {}
-    size, channels = _size_and_channels(source, members, failed, decoded, image_size, grayscale)
-    # One buffer, filled as results stream in, so memory holds the images twice at most for
-    # the small ones decoded with the headers.
-    images = np.empty((len(rels), channels, size, size), np.uint8)
-    done: set[int] = set()
-    for index, array in decoded.items():
-        if array.shape == images.shape[1:]:
-            images[index] = array
-            done.add(index)
-    decoded.clear()
-    todo = [i for i in range(len(rels)) if i not in failed and i not in done]
+    target = _Images(len(rels), allocate)
+    size, channels = _size_and_channels(source, members, failed, target, image_size, grayscale)
+    images = target.shaped((channels, size, size))
+    todo = [i for i in range(len(rels)) if i not in failed and i not in target.done]
     work = functools.partial(decode_image, size=size, channels=channels)
     todo_members = [members[i] for i in todo]
     for outcome in iter_jobs(source.path, source.is_zip, todo_members, work, "decoding images"):
@@ -228,24 +292,15 @@ def _decode_folder(
         for new, old in enumerate(kept[min(failed) :], start=min(failed)):
             images[new] = images[old]
     labels = labels[kept]
-    n_train = sum(1 for i in kept if i < len(layout.train))
-    n_test = sum(1 for i in kept if len(layout.train) <= i < len(layout.train) + len(layout.test))
-    splits = np.cumsum([0, n_train, n_test, len(kept) - n_train - n_test])
-    train, test, unlabeled = (images[a:b] for a, b in zip(splits[:-1], splits[1:], strict=True))
-    train_targets, test_targets = labels[: splits[1]], labels[splits[1] : splits[2]]
-    _check_classes(source, layout, layout.kind, layout.train, train_targets)
-    _check_classes(source, layout, "test", layout.test, test_targets)
-    if layout.has_unlabeled and len(unlabeled) == 0:
+    bounds = np.cumsum([len(layout.train), len(layout.unlabeled)])
+    split_of = np.searchsorted(bounds, np.array(kept, np.int64), side="right")  # 0, 1, 2
+    n_train, n_unlabeled, n_test = (int(n) for n in np.bincount(split_of, minlength=3))
+    _check_classes(source, layout, layout.kind, layout.train, labels[:n_train])
+    _check_classes(source, layout, "test", layout.test, labels[n_train + n_unlabeled :])
+    if layout.has_unlabeled and n_unlabeled == 0:
         logger.warning("%s holds no decodable images", source.display("unlabeled"))
-    return {
-        "train_images": train,
-        "train_targets": train_targets,
-        "test_images": test if layout.has_test else None,
-        "test_targets": test_targets if layout.has_test else None,
-        "unlabeled_images": unlabeled if len(unlabeled) else None,
-        "class_names": np.array(layout.class_names, dtype=str),
-        "skipped": np.array(skipped, dtype=str),
-    }
+    counts = (n_train, n_unlabeled, n_test)
+    return _Decoded(len(kept), labels, counts, layout.class_names, skipped)
 
 
 def _check_classes(

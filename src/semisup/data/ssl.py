@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -99,7 +100,7 @@ def build_ssl_data(
         unlabeled_train = np.flatnonzero(in_train)
     images, pool_targets = dataset.train_images, dataset.train_targets
     if dataset.unlabeled_images is not None:
-        images = torch.cat([images, dataset.unlabeled_images])
+        images = join_images(images, dataset.unlabeled_images)
         extra = torch.full((len(dataset.unlabeled_images),), UNKNOWN, dtype=torch.int64)
         pool_targets = torch.cat([pool_targets, extra])
     unlabeled = np.concatenate([unlabeled_train, np.arange(len(targets), len(images))])
@@ -113,3 +114,26 @@ def build_ssl_data(
         class_names=dataset.class_names,
         hflip=dataset.hflip,
     )
+
+
+def join_images(first: Tensor, second: Tensor) -> Tensor:
+    """`first` then `second` as one tensor, like `torch.cat`.
+
+    When `second` directly follows `first` in one storage (a folder's memory-mapped cache puts
+    the unlabeled images right after the training images), the result is a view of that
+    storage: a data set larger than memory is never copied into it.
+    """
+    adjacent = (
+        first.is_contiguous()
+        and second.is_contiguous()
+        and first.shape[1:] == second.shape[1:]
+        and first.dtype == second.dtype
+        and first.device == second.device
+        and first.untyped_storage().data_ptr() == second.untyped_storage().data_ptr()
+        and second.storage_offset() == first.storage_offset() + first.numel()
+    )
+    if not adjacent:
+        return torch.cat([first, second])
+    shape = (len(first) + len(second), *first.shape[1:])
+    stride = (math.prod(first.shape[1:]), *first.stride()[1:])
+    return first.as_strided(shape, stride, first.storage_offset())
