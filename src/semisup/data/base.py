@@ -14,7 +14,7 @@ from semisup.registry import Registry
 
 @dataclass(frozen=True)
 class ImageDataset:
-    """A labeled image classification data set held in memory as uint8 tensors.
+    """A labeled image classification data set as uint8 tensors (in memory, or memory-mapped).
 
     Attributes:
         train_images: uint8 tensor (N, C, H, W) of training images that carry labels. For
