@@ -3,7 +3,7 @@
 Times forward + backward + SGD step on random data, side by side in one process: the variants
 of each model alternate, so load changes on the machine hit them alike. Prints a Markdown table.
 
-    python benchmarks/model_speed.py [--reps 5] [--threads 2]
+    python benchmarks/model_speed.py [--reps 5] [--threads 2] [--device cuda]
 """
 
 from __future__ import annotations
@@ -30,22 +30,32 @@ VARIANTS = [
 ]
 
 
-def make_step(name: str, channels: int, side: int, batch: int, bf16: bool, channels_last: bool):
+def make_step(
+    name: str,
+    channels: int,
+    side: int,
+    batch: int,
+    bf16: bool,
+    channels_last: bool,
+    device: torch.device,
+):
     torch.manual_seed(0)
-    model = build_model(name, num_classes=10, in_channels=channels)
+    model = build_model(name, num_classes=10, in_channels=channels).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, nesterov=True)
-    x = torch.randn(batch, channels, side, side)
-    y = torch.randint(0, 10, (batch,))
+    x = torch.randn(batch, channels, side, side, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     return step
 
@@ -54,13 +64,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads")
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}, {device}, {args.threads} threads")
     print("| model | input | batch | " + " | ".join(v[0] for v in VARIANTS) + " |")
     print("|---|---|---|" + "---|" * len(VARIANTS))
     for name, channels, side, batch in CASES:
-        steps = [make_step(name, channels, side, batch, bf16, cl) for _, bf16, cl in VARIANTS]
+        steps = [
+            make_step(name, channels, side, batch, bf16, cl, device) for _, bf16, cl in VARIANTS
+        ]
         for step in steps:  # warm-up
             step()
         times: list[list[float]] = [[] for _ in steps]
