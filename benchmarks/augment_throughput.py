@@ -173,13 +173,7 @@ def sample_plan(
     weak, strong = maker.weak, maker.strong
     if not isinstance(weak, WeakAugment):
         raise TypeError(f"no Pillow replay for the weak transform {type(weak).__name__}")
-    pad_y, pad_x = int(height * weak.pad_fraction), int(width * weak.pad_fraction)
-    dx = torch.randint(-pad_x, pad_x + 1, (n,), generator=generator, device=device)
-    dy = torch.randint(-pad_y, pad_y + 1, (n,), generator=generator, device=device)
-    if weak.hflip:
-        flip = torch.rand(n, generator=generator, device=device) < 0.5
-    else:
-        flip = torch.zeros(n, dtype=torch.bool, device=device)
+    dx, dy, flip = weak.sample(n, height, width, generator, device)
     policy: Policy
     if isinstance(strong, CTAugment):
         policy = strong.sample_policy(n, generator)

@@ -59,14 +59,20 @@ class WeakAugment:
         self.hflip = hflip
         self.pad_fraction = pad_fraction
 
-    def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
-        n, _, h, w = images.shape
-        pad_y, pad_x = int(h * self.pad_fraction), int(w * self.pad_fraction)
-        device = images.device
+    def sample(
+        self, n: int, height: int, width: int, generator: torch.Generator, device: torch.device
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The per-image shifts dx, dy (pixels) and flips that `__call__` draws, in its order."""
+        pad_y, pad_x = int(height * self.pad_fraction), int(width * self.pad_fraction)
         dx = torch.randint(-pad_x, pad_x + 1, (n,), generator=generator, device=device)
         dy = torch.randint(-pad_y, pad_y + 1, (n,), generator=generator, device=device)
         if self.hflip:
             flip = torch.rand(n, generator=generator, device=device) < 0.5
         else:
             flip = torch.zeros(n, dtype=torch.bool, device=device)
+        return dx, dy, flip
+
+    def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        n, _, h, w = images.shape
+        dx, dy, flip = self.sample(n, h, w, generator, images.device)
         return shift_and_flip(images, dx, dy, flip)
