@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -46,21 +47,31 @@ def pseudo_label_accuracy(pseudo_labels: Tensor, true_labels: Tensor, mask: Tens
 
 
 def monitors(
-    probs_u: Tensor, pseudo_labels: Tensor, mask: Tensor, true_labels: Tensor | None
+    probs_u: Tensor, pseudo_labels: Tensor, mask: Tensor | None, true_labels: Tensor | None
 ) -> dict[str, Tensor]:
     """The monitoring outputs of a pseudo-labelling algorithm (no gradient).
 
     Args:
         probs_u: (N, C) predicted probabilities on the unlabeled images (the weak view).
-        pseudo_labels: (N,) the pseudo-labels.
-        mask: (N,) weights of the unlabeled loss.
+        pseudo_labels: (N,) the pseudo-labels (the argmax of the soft targets for MixMatch-style
+            algorithms).
+        mask: (N,) weights of the unlabeled loss, or None where every image is used (no
+            `mask_rate` is reported then).
         true_labels: (N,) hidden true labels (`batch.get("u_y")`), −1 where unknown, or None.
 
     Returns:
-        mask_rate, unlabeled_distribution (the (C,) mean prediction) and, with true labels,
-        pseudo_label_accuracy.
+        unlabeled_distribution (the (C,) mean prediction), mask_rate (with a mask) and, with
+        true labels, pseudo_label_accuracy.
     """
-    out = {"mask_rate": mask.mean(), "unlabeled_distribution": probs_u.detach().mean(dim=0)}
+    out = {"unlabeled_distribution": probs_u.detach().mean(dim=0)}
+    if mask is not None:
+        out["mask_rate"] = mask.mean()
     if true_labels is not None:
-        out["pseudo_label_accuracy"] = pseudo_label_accuracy(pseudo_labels, true_labels, mask)
+        used = torch.ones_like(pseudo_labels, dtype=torch.float32) if mask is None else mask
+        out["pseudo_label_accuracy"] = pseudo_label_accuracy(pseudo_labels, true_labels, used)
     return out
+
+
+def loss_outputs(loss_x: Tensor, loss_u: Tensor, weight: float | Tensor) -> dict[str, Tensor]:
+    """`loss = loss_x + weight · loss_u` and the detached parts, as every algorithm returns them."""
+    return {"loss": loss_x + weight * loss_u, "loss_x": loss_x.detach(), "loss_u": loss_u.detach()}

@@ -23,6 +23,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from semisup import prior
+
 
 @dataclass(frozen=True)
 class TaskInfo:
@@ -121,3 +123,33 @@ class Algorithm(nn.Module):
         (e.g. log p_data for post-hoc logit adjustment, UDAL's LA(inf)).
         """
         return None
+
+
+class PriorTracking:
+    """Mixin of the long-tail algorithms (FixMatch + DA, CReST, UDAL): p_data, p̂ and LA (Inf).
+
+    p_data is the labeled class prior, p̂ an estimate of the model's mean unlabeled prediction,
+    and "LA (Inf)" post-hoc logit adjustment of the test logits by −log p_data.
+
+    List it before `Algorithm` among the bases so its `on_step_end` / `logit_adjustment` win.
+    """
+
+    p_data: Tensor
+    p_model: nn.Module
+    la_inference: bool
+
+    def track_priors(self, info: TaskInfo, p_model: nn.Module, la_inference: bool) -> None:
+        """p_data ← the labeled class histogram (a buffer); p̂ ← `p_model` (a submodule)."""
+        assert isinstance(self, nn.Module)
+        self.register_buffer("p_data", prior.class_prior(info.labeled_class_counts))
+        self.p_model = p_model
+        self.la_inference = la_inference
+
+    @torch.no_grad()
+    def on_step_end(self, batch: dict[str, Tensor], out: dict[str, Tensor], step: int) -> None:
+        """Pushes the un-aligned mean weak-view prediction (or label guess) into p̂."""
+        self.p_model.update(out["unlabeled_distribution"])
+
+    def logit_adjustment(self) -> Tensor | None:
+        """The post-hoc "LA (Inf)" adjustment: log p_data (None when switched off)."""
+        return self.p_data.log() if self.la_inference else None

@@ -206,9 +206,7 @@ class DARP(Algorithm):
         loss_u = (per_image * mask.repeat(repeats)).mean()
         return {
             **out,
-            "loss": loss_x + self.lambda_u * loss_u,
-            "loss_x": loss_x.detach(),
-            "loss_u": loss_u.detach(),
+            **pseudo.loss_outputs(loss_x, loss_u, self.lambda_u),
             **pseudo.monitors(probs_u_w, pseudo_u, mask, batch.get("u_y")),
             "probs_u_w": probs_u_w,
         }

@@ -126,9 +126,7 @@ class Dash(Algorithm):
         loss_u = (losses.soft_cross_entropy(logits_u_s, targets_u) * mask).mean()
 
         return {
-            "loss": loss_x + self.lambda_u * loss_u,
-            "loss_x": loss_x.detach(),
-            "loss_u": loss_u.detach(),
+            **pseudo.loss_outputs(loss_x, loss_u, self.lambda_u),
             "threshold": rho,
             **pseudo.monitors(probs_u_w, pseudo_u, mask, batch.get("u_y")),
         }

@@ -13,12 +13,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semisup import alignment, prior, pseudo
-from semisup.algorithms.base import Algorithm, TaskInfo
+from semisup.algorithms.base import Algorithm, PriorTracking, TaskInfo
+from semisup.algorithms.fixmatch import forward_three_views, hard_label_loss
 from semisup.algorithms.registry import ALGORITHMS
 
 
 @ALGORITHMS.register("fixmatch_da")
-class FixMatchDA(Algorithm):
+class FixMatchDA(PriorTracking, Algorithm):
     """FixMatch + progressive distribution alignment (UDAL paper, Lazarow et al., Table 1).
 
     The weak-view prediction is aligned, ReMixMatch/CReST+ style, to the progressive target:
@@ -60,15 +61,12 @@ class FixMatchDA(Algorithm):
         self.threshold, self.lambda_u, self.mu = threshold, lambda_u, mu
         self.alpha_min, self.k = alpha_min, k
         self.distribution_alignment = distribution_alignment
-        self.la_supervised, self.la_inference = la_supervised, la_inference
+        self.la_supervised = la_supervised
         self.views = {"x": "weak", "u_w": "weak", "u_s": "strong"}
-        self.register_buffer("p_data", prior.class_prior(info.labeled_class_counts))
-        self.p_model = alignment.WindowMean(info.num_classes, window)
+        self.track_priors(info, alignment.WindowMean(info.num_classes, window), la_inference)
 
     def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
-        x, u_w, u_s = batch["x"], batch["u_w"], batch["u_s"]
-        logits = self.model(torch.cat([x, u_w, u_s])).float()
-        logits_x, logits_u_w, logits_u_s = logits.split([len(x), len(u_w), len(u_s)])
+        logits_x, logits_u_w, logits_u_s = forward_three_views(self.model, batch)
 
         # Labeled CE, optionally logit-adjusted towards uniform ("LA (Sup)").
         if self.la_supervised:
@@ -82,29 +80,9 @@ class FixMatchDA(Algorithm):
         if self.distribution_alignment:
             target = prior.progressive_target(self.p_data, alpha)
             probs_used = alignment.align(probs_u_w, target, self.p_model())
-        mask = pseudo.confidence_mask(probs_used, self.threshold)
-        pseudo_u = probs_used.argmax(dim=-1)
-        loss_u = (F.cross_entropy(logits_u_s, pseudo_u, reduction="none") * mask).mean()
-
-        out = {
-            "loss": loss_x + self.lambda_u * loss_u,
-            "loss_x": loss_x.detach(),
-            "loss_u": loss_u.detach(),
-            "mask_rate": mask.mean(),
+        loss_u, mask, pseudo_u = hard_label_loss(logits_u_s, probs_used, self.threshold)
+        return {
+            **pseudo.loss_outputs(loss_x, loss_u, self.lambda_u),
+            **pseudo.monitors(probs_u_w, pseudo_u, mask, batch.get("u_y")),
             "alpha": torch.tensor(alpha),
-            "unlabeled_distribution": probs_u_w.mean(dim=0),
         }
-        if "u_y" in batch:
-            out["pseudo_label_accuracy"] = pseudo.pseudo_label_accuracy(
-                pseudo_u, batch["u_y"], mask
-            )
-        return out
-
-    @torch.no_grad()
-    def on_step_end(self, batch: dict[str, Tensor], out: dict[str, Tensor], step: int) -> None:
-        """Pushes the un-aligned weak-view batch mean into the p̂ window."""
-        self.p_model.update(out["unlabeled_distribution"])
-
-    def logit_adjustment(self) -> Tensor | None:
-        """The post-hoc "LA (Inf)" adjustment: log p_data (None when switched off)."""
-        return self.p_data.log() if self.la_inference else None

@@ -14,16 +14,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from semisup.algorithms.base import Algorithm, TaskInfo
-from semisup.algorithms.pimodel import consistency_outputs
+from semisup.algorithms.base import TaskInfo
+from semisup.algorithms.pimodel import PiModel
 from semisup.algorithms.registry import ALGORITHMS
 from semisup.engine.ema import ModelEMA
-from semisup.engine.schedules import linear_rampup
-from semisup.models.bn import frozen_running_stats
 
 
 @ALGORITHMS.register("meanteacher")
-class MeanTeacher(Algorithm):
+class MeanTeacher(PiModel):
     """Mean Teacher (Tarvainen & Valpola, NeurIPS 2017): Π-model with an EMA teacher's target.
 
     J = CE(x, y) + w(t)·(1/C)‖f(ũ₁; θ') − f(ũ₂; θ)‖², θ' the teacher's weights.
@@ -50,25 +48,18 @@ class MeanTeacher(Algorithm):
         ema_decay: float = 0.999,
         mu: int = 1,
     ) -> None:
-        super().__init__(model, info)
-        self.lambda_u = lambda_u
-        self.rampup_steps = round(rampup_fraction * info.total_steps)
-        self.mu = mu
-        self.views = {"x": "weak", "u_w0": "weak", "u_w1": "weak"}
+        super().__init__(model, info, lambda_u, rampup_fraction, mu)
         self.teacher_ema = ModelEMA(model, ema_decay)
         # Registered, so state_dict() holds the teacher; in training mode like the algorithm, so
         # it normalises with batch statistics (`training=True` in the code).
         self.teacher = self.teacher_ema.module.train(self.training)
 
-    def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
-        logits_x = self.model(batch["x"])  # the only call that updates BN running statistics
-        with torch.no_grad():
-            probs_target = self.teacher(batch["u_w0"]).float().softmax(dim=-1)
-        with frozen_running_stats(self.model):
-            logits_u = self.model(batch["u_w1"])
-        weight = self.lambda_u * linear_rampup(step, self.rampup_steps)
-        return consistency_outputs(logits_x, batch["y"], logits_u, probs_target, weight)
+    @torch.no_grad()
+    def consistency_target(self, u: Tensor) -> Tensor:
+        """The teacher's softmax on the first view (no gradient)."""
+        return self.teacher(u).float().softmax(dim=-1)
 
     @torch.no_grad()
     def on_step_end(self, batch: dict[str, Tensor], out: dict[str, Tensor], step: int) -> None:
+        """θ' ← α·θ' + (1 − α)·θ."""
         self.teacher_ema.update(self.model)

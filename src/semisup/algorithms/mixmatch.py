@@ -108,31 +108,28 @@ class MixMatch(Algorithm):
         probs_u = probs.mean(dim=0)
         return probs_u, pseudo.sharpen(probs_u, self.temperature)
 
-    def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
-        x, y = batch["x"], batch["y"]
+    def guess_and_mix(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Label guessing, then MixUp of [x, u_1..u_K] and the interleaved forward (BN: call 0).
+
+        Returns:
+            (mean prediction (μB, C), sharpened guesses (μB, C), logits of the mixed pool
+            ((K + 1)·B, C), its mixed targets); the first B rows are the labeled part.
+        """
         u_views = [batch[f"u_w{i}"] for i in range(self.k)]
         probs_u, targets_u = self.guess_targets(u_views)
-
-        # MixUp over [x, u_1..u_K] and the interleaved forward; BN statistics from call 0.
-        targets_x = F.one_hot(y, self.num_classes).float()
+        targets_x = F.one_hot(batch["y"], self.num_classes).float()
         logits, targets = mixing.mix_and_forward(
-            self.model, [x, *u_views], [targets_x] + [targets_u] * self.k, self.beta, 0
+            self.model, [batch["x"], *u_views], [targets_x] + [targets_u] * self.k, self.beta, 0
         )
-        n = len(x)
+        return probs_u, targets_u, logits, targets
+
+    def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        probs_u, targets_u, logits, targets = self.guess_and_mix(batch)
+        n = len(batch["x"])
         loss_x = losses.soft_cross_entropy(logits[:n], targets[:n]).mean()
         loss_u = losses.probability_mse(logits[n:], targets[n:]).mean()
         lambda_u = self.lambda_u * linear_rampup(step, self.rampup_steps)
-
-        out = {
-            "loss": loss_x + lambda_u * loss_u,
-            "loss_x": loss_x.detach(),
-            "loss_u": loss_u.detach(),
-            "unlabeled_distribution": probs_u.mean(dim=0),
+        return {
+            **pseudo.loss_outputs(loss_x, loss_u, lambda_u),
+            **pseudo.monitors(probs_u, targets_u.argmax(dim=-1), None, batch.get("u_y")),
         }
-        if "u_y" in batch:
-            pseudo_u = targets_u.argmax(dim=-1)
-            everything = torch.ones_like(pseudo_u, dtype=torch.float32)
-            out["pseudo_label_accuracy"] = pseudo.pseudo_label_accuracy(
-                pseudo_u, batch["u_y"], everything
-            )
-        return out

@@ -13,7 +13,7 @@ MixMatch/FixMatch baseline tables, where it differs from the paper's own setup:
   repo's copy, behind MixMatch's tables, used Adam 0.002, constant, decoupled decay 0.02: set
   `optim.*` to run that one.)
 
-`consistency_outputs` is shared with Mean Teacher, which only changes where the target comes from.
+Mean Teacher subclasses it and only changes where the target comes from (`consistency_target`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semisup import losses
+from semisup import losses, pseudo
 from semisup.algorithms.base import Algorithm, TaskInfo
 from semisup.algorithms.registry import ALGORITHMS
 from semisup.engine.schedules import linear_rampup
@@ -47,9 +47,7 @@ def consistency_outputs(
     loss_x = F.cross_entropy(logits_x, y)
     loss_u = losses.probability_mse(logits_u, probs_target).mean()
     return {
-        "loss": loss_x + weight * loss_u,
-        "loss_x": loss_x.detach(),
-        "loss_u": loss_u.detach(),
+        **pseudo.loss_outputs(loss_x, loss_u, weight),
         "consistency_weight": torch.tensor(weight),
         "unlabeled_distribution": probs_target.mean(dim=0),
     }
@@ -89,8 +87,12 @@ class PiModel(Algorithm):
     def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         logits_x = self.model(batch["x"])  # the only call that updates BN running statistics
         with frozen_running_stats(self.model):
-            with torch.no_grad():
-                probs_target = self.model(batch["u_w0"]).float().softmax(dim=-1)
+            probs_target = self.consistency_target(batch["u_w0"])
             logits_u = self.model(batch["u_w1"])
         weight = self.lambda_u * linear_rampup(step, self.rampup_steps)
         return consistency_outputs(logits_x, batch["y"], logits_u, probs_target, weight)
+
+    @torch.no_grad()
+    def consistency_target(self, u: Tensor) -> Tensor:
+        """Softmax of the first view, no gradient: the model's own (Mean Teacher: its teacher's)."""
+        return self.model(u).float().softmax(dim=-1)

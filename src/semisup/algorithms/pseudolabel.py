@@ -75,8 +75,6 @@ class PseudoLabel(Algorithm):
 
         weight = self.lambda_u * linear_rampup(step, self.rampup_steps)
         return {
-            "loss": loss_x + weight * loss_u,
-            "loss_x": loss_x.detach(),
-            "loss_u": loss_u.detach(),
+            **pseudo.loss_outputs(loss_x, loss_u, weight),
             **pseudo.monitors(probs_u, pseudo_u, mask, batch.get("u_y")),
         }

@@ -13,10 +13,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semisup import erasing, losses, mixing, pseudo, tsa
+from semisup import erasing, losses, pseudo, tsa
 from semisup.algorithms.base import TaskInfo
 from semisup.algorithms.mixmatch import MixMatch
 from semisup.algorithms.registry import ALGORITHMS
@@ -162,14 +161,8 @@ class RealMix(MixMatch):
         return erased
 
     def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
-        x, y = batch["x"], batch["y"]
-        u_views = [batch[f"u_w{i}"] for i in range(self.k)]
-        probs_u, targets_u = self.guess_targets(u_views)
-        targets_x = F.one_hot(y, self.num_classes).float()
-        logits, targets = mixing.mix_and_forward(
-            self.model, [x, *u_views], [targets_x] + [targets_u] * self.k, self.beta, 0
-        )
-        n = len(x)
+        probs_u, targets_u, logits, targets = self.guess_and_mix(batch)
+        n = len(batch["x"])
         logits_x, logits_u = logits[:n], logits[n:]
 
         # (b) Supervised cross-entropy with training-signal annealing.
@@ -192,19 +185,10 @@ class RealMix(MixMatch):
         loss_u = masked_squared_error(squared_errors, keep_u)
         lambda_u = self.lambda_u * linear_rampup(step, self.rampup_steps)
 
-        out = {
-            "loss": loss_x + lambda_u * loss_u,
-            "loss_x": loss_x.detach(),
-            "loss_u": loss_u.detach(),
+        return {
+            **pseudo.loss_outputs(loss_x, loss_u, lambda_u),
+            **pseudo.monitors(probs_u, targets_u.argmax(dim=-1), None, batch.get("u_y")),
             "tsa_threshold": torch.tensor(eta),
             "tsa_keep_rate": keep_x.mean(),
             "mask_rate": keep_u.mean(),
-            "unlabeled_distribution": probs_u.mean(dim=0),
         }
-        if "u_y" in batch:
-            pseudo_u = targets_u.argmax(dim=-1)
-            everything = torch.ones_like(pseudo_u, dtype=torch.float32)
-            out["pseudo_label_accuracy"] = pseudo.pseudo_label_accuracy(
-                pseudo_u, batch["u_y"], everything
-            )
-        return out

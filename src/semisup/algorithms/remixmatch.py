@@ -166,21 +166,14 @@ class ReMixMatch(Algorithm):
         )
         loss_u = unlabeled(logits[n:], targets[n:]).mean()
 
-        out = {
+        return {
             "loss": self.total_loss(loss_x, loss_u1, loss_u, loss_rot, step),
             "loss_x": loss_x.detach(),
             "loss_u": loss_u.detach(),
             "loss_u1": loss_u1.detach(),
             "loss_rot": loss_rot.detach(),
-            "unlabeled_distribution": probs_u_w.mean(dim=0),
+            **pseudo.monitors(probs_u_w, targets_u.argmax(dim=-1), None, batch.get("u_y")),
         }
-        if "u_y" in batch:
-            pseudo_u = targets_u.argmax(dim=-1)
-            everything = torch.ones_like(pseudo_u, dtype=torch.float32)
-            out["pseudo_label_accuracy"] = pseudo.pseudo_label_accuracy(
-                pseudo_u, batch["u_y"], everything
-            )
-        return out
 
     def rotation_loss(self, images: Tensor) -> Tensor:
         """L_rot: cross-entropy of the rotation head on `rotate_quarters(images)` (own call)."""

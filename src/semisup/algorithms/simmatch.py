@@ -187,21 +187,14 @@ class SimMatch(Algorithm):
             )
             loss_in = loss_in.mean()
 
-        out = {
+        return {
             "loss": loss_x + self.lambda_u * loss_u + self.lambda_in * loss_in,
             "loss_x": loss_x.detach(),
             "loss_u": loss_u.detach(),
             "loss_in": loss_in.detach(),
-            "mask_rate": mask.mean(),
-            "unlabeled_distribution": probs_u_w.mean(dim=0),
+            **pseudo.monitors(probs_u_w, targets_u.argmax(dim=-1), mask, batch.get("u_y")),
             "bank_embeddings": z_x.detach(),
         }
-        if "u_y" in batch:
-            pseudo_u = targets_u.argmax(dim=-1)
-            out["pseudo_label_accuracy"] = pseudo.pseudo_label_accuracy(
-                pseudo_u, batch["u_y"], mask
-            )
-        return out
 
     @torch.no_grad()
     def on_step_end(self, batch: dict[str, Tensor], out: dict[str, Tensor], step: int) -> None:

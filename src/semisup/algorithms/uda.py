@@ -83,9 +83,7 @@ class UDA(Algorithm):
         loss_u = (divergence * mask).mean()
 
         return {
-            "loss": loss_x + self.lambda_u * loss_u,
-            "loss_x": loss_x.detach(),
-            "loss_u": loss_u.detach(),
+            **pseudo.loss_outputs(loss_x, loss_u, self.lambda_u),
             "tsa_threshold": torch.tensor(eta),
             "tsa_keep_rate": keep.mean(),
             **pseudo.monitors(probs_u_w, probs_u_w.argmax(dim=-1), mask, batch.get("u_y")),

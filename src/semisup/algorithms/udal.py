@@ -34,15 +34,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semisup import alignment, losses, mixing, prior, pseudo
-from semisup.algorithms.base import Algorithm, TaskInfo
+from semisup import alignment, losses, prior, pseudo
+from semisup.algorithms.base import Algorithm, PriorTracking, TaskInfo
+from semisup.algorithms.fixmatch import forward_three_views, hard_label_loss
 from semisup.algorithms.mixmatch import MIXMATCH_OPTIM, MixMatch
 from semisup.algorithms.registry import ALGORITHMS
 from semisup.engine.schedules import linear_rampup
 
 
 @ALGORITHMS.register("udal")
-class UDAL(Algorithm):
+class UDAL(PriorTracking, Algorithm):
     """UDAL (Lazarow, Xu & Tu, WACV 2023) on FixMatch: L_UDAL of §3.1, α_t of eq. (10).
 
     L_s = CE(y, f(x) + log(p_data / π_t)); L_u = Σ 1[max q ≥ τ] CE(ŷ, f(u_s) + log(p̂ / π_t)) / μB
@@ -82,10 +83,10 @@ class UDAL(Algorithm):
         self.alpha_min, self.k = alpha_min, k
         self.supervised_adjustment = supervised_adjustment
         self.unlabeled_adjustment = unlabeled_adjustment
-        self.la_inference = la_inference
         self.views = {"x": "weak", "u_w": "weak", "u_s": "strong"}
-        self.register_buffer("p_data", prior.class_prior(info.labeled_class_counts))
-        self.p_model = alignment.EMADistribution(info.num_classes, p_model_momentum)
+        self.track_priors(
+            info, alignment.EMADistribution(info.num_classes, p_model_momentum), la_inference
+        )
 
     def shifts(self, step: int) -> tuple[Tensor, Tensor, float]:
         """(supervised shift, unlabeled shift, α_t) for this step; zero shifts when switched off."""
@@ -97,9 +98,7 @@ class UDAL(Algorithm):
         return shift_x, shift_u, alpha
 
     def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
-        x, u_w, u_s = batch["x"], batch["u_w"], batch["u_s"]
-        logits = self.model(torch.cat([x, u_w, u_s])).float()
-        logits_x, logits_u_w, logits_u_s = logits.split([len(x), len(u_w), len(u_s)])
+        logits_x, logits_u_w, logits_u_s = forward_three_views(self.model, batch)
         shift_x, shift_u, alpha = self.shifts(step)
 
         # Supervised CE on logits aligned from p_data to π_t, eq. (6).
@@ -107,36 +106,16 @@ class UDAL(Algorithm):
 
         # FixMatch pseudo-labels from the plain weak view; CE on shifted strong logits, eq. (9).
         probs_u_w = logits_u_w.detach().softmax(dim=-1)
-        mask = pseudo.confidence_mask(probs_u_w, self.threshold)
-        pseudo_u = probs_u_w.argmax(dim=-1)
-        loss_u = (F.cross_entropy(logits_u_s + shift_u, pseudo_u, reduction="none") * mask).mean()
-
-        out = {
-            "loss": loss_x + self.lambda_u * loss_u,
-            "loss_x": loss_x.detach(),
-            "loss_u": loss_u.detach(),
-            "mask_rate": mask.mean(),
+        loss_u, mask, pseudo_u = hard_label_loss(logits_u_s + shift_u, probs_u_w, self.threshold)
+        return {
+            **pseudo.loss_outputs(loss_x, loss_u, self.lambda_u),
+            **pseudo.monitors(probs_u_w, pseudo_u, mask, batch.get("u_y")),
             "alpha": torch.tensor(alpha),
-            "unlabeled_distribution": probs_u_w.mean(dim=0),
         }
-        if "u_y" in batch:
-            out["pseudo_label_accuracy"] = pseudo.pseudo_label_accuracy(
-                pseudo_u, batch["u_y"], mask
-            )
-        return out
-
-    @torch.no_grad()
-    def on_step_end(self, batch: dict[str, Tensor], out: dict[str, Tensor], step: int) -> None:
-        """p̂ ← 0.999 p̂ + 0.001 · mean weak-view softmax (§12 U4)."""
-        self.p_model.update(out["unlabeled_distribution"])
-
-    def logit_adjustment(self) -> Tensor | None:
-        """The post-hoc "LA (Inf)" adjustment: log p_data (None when switched off)."""
-        return self.p_data.log() if self.la_inference else None
 
 
 @ALGORITHMS.register("udal_mixmatch")
-class UDALMixMatch(MixMatch):
+class UDALMixMatch(PriorTracking, MixMatch):
     """UDAL (Lazarow, Xu & Tu, WACV 2023) on MixMatch (§3.1): the same logit shifts.
 
     The first B mixed items (the labeled part, L_X) get log(p_data / π_t), the K·B mixed
@@ -176,46 +155,22 @@ class UDALMixMatch(MixMatch):
     ) -> None:
         super().__init__(model, info, k, temperature, beta, lambda_u, rampup_steps)
         self.alpha_min, self.schedule_k = alpha_min, schedule_k
-        self.la_inference = la_inference
-        self.register_buffer("p_data", prior.class_prior(info.labeled_class_counts))
-        self.p_model = alignment.EMADistribution(info.num_classes, p_model_momentum)
-
-    def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
-        x, y = batch["x"], batch["y"]
-        u_views = [batch[f"u_w{i}"] for i in range(self.k)]
-        probs_u, targets_u = self.guess_targets(u_views)
-        targets_x = F.one_hot(y, self.num_classes).float()
-        logits, targets = mixing.mix_and_forward(
-            self.model, [x, *u_views], [targets_x] + [targets_u] * self.k, self.beta, 0
+        self.track_priors(
+            info, alignment.EMADistribution(info.num_classes, p_model_momentum), la_inference
         )
 
+    def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        probs_u, targets_u, logits, targets = self.guess_and_mix(batch)
         alpha = prior.alpha_schedule(step / self.info.total_steps, self.alpha_min, self.schedule_k)
         target = prior.progressive_target(self.p_data, alpha)
-        n = len(x)
+        n = len(batch["x"])
         shift_x = prior.logit_shift(self.p_data, target)
         shift_u = prior.logit_shift(self.p_model(), target)
         loss_x = losses.soft_cross_entropy(logits[:n] + shift_x, targets[:n]).mean()
         loss_u = losses.probability_mse(logits[n:] + shift_u, targets[n:]).mean()
         lambda_u = self.lambda_u * linear_rampup(step, self.rampup_steps)
-        out = {
-            "loss": loss_x + lambda_u * loss_u,
-            "loss_x": loss_x.detach(),
-            "loss_u": loss_u.detach(),
+        return {
+            **pseudo.loss_outputs(loss_x, loss_u, lambda_u),
+            **pseudo.monitors(probs_u, targets_u.argmax(dim=-1), None, batch.get("u_y")),
             "alpha": torch.tensor(alpha),
-            "unlabeled_distribution": probs_u.mean(dim=0),
         }
-        if "u_y" in batch:
-            pseudo_u = targets_u.argmax(dim=-1)
-            out["pseudo_label_accuracy"] = pseudo.pseudo_label_accuracy(
-                pseudo_u, batch["u_y"], torch.ones_like(pseudo_u, dtype=torch.float32)
-            )
-        return out
-
-    @torch.no_grad()
-    def on_step_end(self, batch: dict[str, Tensor], out: dict[str, Tensor], step: int) -> None:
-        """p̂ ← EMA of the mean label guess (before sharpening)."""
-        self.p_model.update(out["unlabeled_distribution"])
-
-    def logit_adjustment(self) -> Tensor | None:
-        """The post-hoc "LA (Inf)" adjustment: log p_data (None when switched off)."""
-        return self.p_data.log() if self.la_inference else None
