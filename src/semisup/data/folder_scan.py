@@ -31,9 +31,12 @@ LAYOUT_HELP = (
 _IGNORED_DIRS = frozenset({"__MACOSX"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileEntry:
     """One file of the folder.
+
+    Slotted, and a directory entry's `rel` and `member` are one string object: a folder of a
+    million images keeps a million of these.
 
     Attributes:
         rel: path relative to the layout root, with '/' separators (e.g. `train/cat/1.png`).
@@ -128,7 +131,8 @@ def _list_directory(root: Path) -> tuple[list[FileEntry], set[str]]:
                 st = os.stat(os.path.join(current, name))
             except OSError:  # a dangling symlink
                 continue
-            files.append(FileEntry(rel_dir + name, rel_dir + name, st.st_size, st.st_mtime_ns))
+            rel = rel_dir + name
+            files.append(FileEntry(rel, rel, st.st_size, st.st_mtime_ns))
     return files, dirs
 
 
