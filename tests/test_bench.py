@@ -210,3 +210,39 @@ def test_a_crashing_cell_is_reported_and_the_suite_goes_on(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.count("failed (exit 2)") == 2
     assert "| supervised | – |" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_rows_with_the_same_config_share_one_training(tmp_path, capsys):
+    spec = {
+        **TINY,
+        "algorithms": {
+            "supervised": {},
+            "supervised-balanced": {"algorithm": "supervised", "metric": "test_balanced_accuracy"},
+        },
+        "published": [],
+    }
+    suite = load_suite(str(write_suite(tmp_path / "tiny.yaml", spec)))
+    plain, balanced = suite.cells
+    assert (plain.shares, balanced.shares) == (None, "supervised/digits-40/seed1")
+    assert balanced.directory(tmp_path) == tmp_path / "supervised" / "digits-40" / "seed1"
+
+    out = tmp_path / "out"
+    assert main(["bench", str(suite.path), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("running ... done in") == 1
+    assert "supervised-balanced/digits-40/seed1 (the run of supervised/digits-40/seed1): done" in (
+        printed
+    )
+    assert not (out / "supervised-balanced").exists()
+    history = [
+        json.loads(line) for line in (out / plain.id / "metrics.jsonl").read_text().splitlines()
+    ]
+    rows = {
+        line.split(",")[0]: line.split(",") for line in (out / "results.csv").read_text().split()
+    }
+    for row, metric in (
+        ("supervised", "test_accuracy"),
+        ("supervised-balanced", "test_balanced_accuracy"),
+    ):
+        expected = median_error(history, metric)
+        assert float(rows[row][5]) == pytest.approx(expected, abs=1e-4)

@@ -1,10 +1,12 @@
 """Runs a suite's cells, each as its own `semisup train` process, resumably.
 
 Every cell is a run directory ROOT/<cell id>/ holding cell.yaml (the generated config),
-train.log (the process's output) and the usual run files. A cell whose summary.json holds its
-full step count is skipped; one with a checkpoint continues with `--resume`; one whose
-cell.yaml no longer matches the suite is left alone with a message (delete it to rerun). A
-crash of one cell is reported and the suite goes on.
+train.log (the process's output) and the usual run files; a cell whose config equals an
+earlier cell's (a row that reports another metric of the same training) reads that cell's
+directory. A cell whose summary.json holds its full step count is skipped; one with a
+checkpoint continues with `--resume`; one whose cell.yaml no longer matches the suite is left
+alone with a message (delete it to rerun). A crash of one cell is reported and the suite goes
+on.
 """
 
 from __future__ import annotations
@@ -93,8 +95,9 @@ def run_suite(
     """
     failures = 0
     for number, cell in enumerate(cells, 1):
-        directory = root / cell.id
-        prefix = f"[{number}/{len(cells)}] {cell.id}:"
+        directory = cell.directory(root)
+        shared = f" (the run of {cell.shares})" if cell.shares else ""
+        prefix = f"[{number}/{len(cells)}] {cell.id}{shared}:"
         outcome = read_outcome(cell, directory, suite.last_evaluations)
         if outcome.status == "unavailable":
             print(f"{prefix} unavailable ({cell.unavailable})")

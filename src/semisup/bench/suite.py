@@ -83,6 +83,8 @@ class Cell:
         keys: the cell's config keys (dotted), before the command line's --set pairs.
         metric: the metrics.jsonl accuracy key the table reports (e.g. test_accuracy_la).
         unavailable: why the cell cannot run here (unknown algorithm or key), or None.
+        shares: the id of an earlier cell with the same config keys, whose run this cell reads
+            (a row that only reports another metric of the same training), or None.
     """
 
     row: str
@@ -93,6 +95,7 @@ class Cell:
     keys: dict[str, Any]
     metric: str = "test_accuracy"
     unavailable: str | None = None
+    shares: str | None = None
 
     @property
     def row_label(self) -> str:
@@ -108,6 +111,10 @@ class Cell:
     def id(self) -> str:
         """ROW[@VARIANT]/DATASET-COLUMN/seedN, also the run directory under the output root."""
         return f"{self.row_label}/{self.column_label}/seed{self.seed}"
+
+    def directory(self, root: Path) -> Path:
+        """The run directory this cell trains in or reads: its own, or the shared cell's."""
+        return root / (self.shares or self.id)
 
 
 @dataclass(frozen=True)
@@ -265,6 +272,7 @@ def load_suite(name_or_path: str, overrides: dict[str, Any] | None = None) -> Su
                         keys.update(overrides or {})
                         cell = Cell(row, variant, dataset, column, int(seed), keys, metric)
                         cells.append(_validated(cell, allow_unavailable, path, checked))
+    cells = _share_identical_runs(cells)
     published = [
         Published(
             str(p["source"]),
@@ -288,6 +296,21 @@ def load_suite(name_or_path: str, overrides: dict[str, Any] | None = None) -> Su
         published=published,
         last_evaluations=last,
     )
+
+
+def _share_identical_runs(cells: list[Cell]) -> list[Cell]:
+    """Points each cell whose config keys equal an earlier cell's at that cell's run.
+
+    Such rows differ only in the metric they report (e.g. UDAL with and without logit
+    adjustment at inference), so one training serves both.
+    """
+    first: dict[str, str] = {}
+    shared = []
+    for cell in cells:
+        signature = repr(sorted((k, repr(v)) for k, v in cell.keys.items()))
+        owner = first.setdefault(signature, cell.id)
+        shared.append(cell if owner == cell.id else dataclasses.replace(cell, shares=owner))
+    return shared
 
 
 def _validated(cell: Cell, allow_unavailable: bool, path: Path, checked: dict) -> Cell:

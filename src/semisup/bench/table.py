@@ -187,7 +187,7 @@ def render_csv(suite: Suite, outcomes: list[Outcome]) -> str:
 
 def write_tables(suite: Suite, root: Path) -> tuple[Path, Path]:
     """Writes ROOT/results.md and ROOT/results.csv from the cells' run directories."""
-    outcomes = [read_outcome(c, root / c.id, suite.last_evaluations) for c in suite.cells]
+    outcomes = [read_outcome(c, c.directory(root), suite.last_evaluations) for c in suite.cells]
     root.mkdir(parents=True, exist_ok=True)
     markdown, table = root / "results.md", root / "results.csv"
     markdown.write_text(render_markdown(suite, outcomes))
