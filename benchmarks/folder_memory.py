@@ -111,7 +111,7 @@ def child(mode: str, root: Path, steps: int) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from semisup.data.folder import load_folder
+    from semisup.data.folder.dataset import load_folder
 
     result: dict[str, Any] = {"baseline_mb": status()["VmRSS"]}
     start = time.perf_counter()
@@ -144,8 +144,8 @@ def child(mode: str, root: Path, steps: int) -> dict[str, Any]:
 
 
 def _layout(root: Path) -> tuple[Any, Any, list[Path]]:
-    from semisup.data.folder_cache import cache_candidates
-    from semisup.data.folder_scan import find_layout, open_source
+    from semisup.data.folder.cache import cache_candidates
+    from semisup.data.folder.scan import find_layout, open_source
 
     source = open_source(root)
     layout = find_layout(source)
@@ -155,7 +155,7 @@ def _layout(root: Path) -> tuple[Any, Any, list[Path]]:
 
 def write_new_cache(root: Path) -> None:
     """The mmap cache of `root` with random pixels, written row by row through `CacheWriter`."""
-    from semisup.data.folder_cache import start_cache
+    from semisup.data.folder.cache import start_cache
 
     _, layout, candidates = _layout(root)
     counts = (len(layout.train), len(layout.unlabeled), len(layout.test))
@@ -175,7 +175,7 @@ def write_new_cache(root: Path) -> None:
 
 def write_old_cache(root: Path) -> None:
     """The old .npz cache of `root` (run with OLD_COMMIT's code), from the new cache's pixels."""
-    from semisup.data.folder_cache import write_cache
+    from semisup.data.folder.cache import write_cache
 
     _, layout, candidates = _layout(root)
     new_cache = next((root / ".semisup-cache").glob("[!.]*/images.npy"))

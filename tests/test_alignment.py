@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from semisup import pseudo
-from semisup.alignment import DistributionAlignment, EMADistribution, WindowMean, align
+from semisup.math import pseudo
+from semisup.modules.alignment import DistributionAlignment, EMADistribution, WindowMean, align
 
 
 def test_r1_alignment_then_sharpening():

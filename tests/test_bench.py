@@ -9,7 +9,7 @@ import yaml
 
 from semisup.bench import load_suite, shipped_suites
 from semisup.bench.table import Outcome, median_error, render_csv, render_markdown
-from semisup.cli import main
+from semisup.commands.cli import main
 from semisup.errors import UserError
 
 TINY = {

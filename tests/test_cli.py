@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semisup.cli import main
+from semisup.commands.cli import main
 
 FAST = ["--steps", "4", "--set", "train.eval_every=2", "train.batch_size=8", "algorithm.mu=2"]
 

@@ -1,6 +1,6 @@
 import torch
 
-from semisup import erasing
+from semisup.math import erasing
 
 
 def _fmix32(h: int) -> int:

@@ -12,7 +12,7 @@ import torch
 
 import semisup
 import semisup.report
-from semisup import cli
+from semisup.commands import cli
 from semisup.data.digits import load_digits
 from semisup.models.inputs import to_model_input
 

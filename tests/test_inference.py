@@ -16,10 +16,10 @@ from PIL import Image
 
 import semisup
 import semisup.report
-from semisup import cli
+from semisup.commands import cli
 from semisup.config import config_from_dict
 from semisup.data.digits import load_digits
-from semisup.data.folder import load_folder
+from semisup.data.folder.dataset import load_folder
 from semisup.engine.checkpoint import load_checkpoint
 from semisup.engine.metrics import classification_metrics, predict_logits
 from semisup.errors import UserError

@@ -1,6 +1,6 @@
 import torch
 
-from semisup.memory import LabeledMemoryBank, momentum_update
+from semisup.modules.memory import LabeledMemoryBank, momentum_update
 
 
 def test_s4_momentum_update():

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from semisup import mixing
+from semisup.math import mixing
 from semisup.models import bn
 
 

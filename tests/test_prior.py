@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from semisup import prior
 from semisup.errors import UserError
+from semisup.math import prior
 
 
 def test_u1_alpha_schedule():

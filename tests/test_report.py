@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semisup.cli import main
+from semisup.commands.cli import main
 from semisup.errors import UserError
 from semisup.report import kl_divergence, load_run, report_after_training
 from semisup.report.page import render, write_report

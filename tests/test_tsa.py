@@ -4,7 +4,7 @@ import typing
 import pytest
 import torch
 
-from semisup import tsa
+from semisup.math import tsa
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@
 
 `semisup.load(run_dir)` returns the EMA model of a trained run (a `semisup.inference.TrainedModel`,
 with `predict(images)`); the rest lives in the subpackages, and the `semisup` command in
-`semisup.cli`. Importing this package imports neither torch nor Pillow: `load` is imported on
-first use.
+`semisup.commands.cli`. Importing this package imports neither torch nor Pillow: `load` is
+imported on first use.
 """
 
 from __future__ import annotations

@@ -2,6 +2,6 @@
 
 import sys
 
-from semisup.cli import main
+from semisup.commands.cli import main
 
 sys.exit(main())

@@ -24,11 +24,11 @@ from semisup.augment import (
     WeakAugment,
     full_cutout,
 )
-from semisup.augment.feedback import CTAFeedback
 from semisup.config import Config, DataConfig, TrainConfig, resolve_kwargs
 from semisup.data import DATASETS, ImageDataset
 from semisup.data.protocols import build_protocol
 from semisup.data.ssl import SSLData, build_ssl_data
+from semisup.engine.feedback import CTAFeedback
 from semisup.engine.optim import OptimSettings
 from semisup.engine.tensorboard import build_loggers
 from semisup.engine.trainer import Callback, EngineSettings, Trainer

@@ -2,7 +2,7 @@
 
 `load(run_dir)` rebuilds the run's network from the config stored in its checkpoint and loads the
 EMA weights (the model every evaluation of the run reports). Images are prepared exactly like
-the run's training data of a folder data set: `data.folder_decode` applies EXIF rotation,
+the run's training data of a folder data set: `data.folder.decode` applies EXIF rotation,
 composites transparency on white, converts to grey or RGB to match the model's input channels,
 and resizes the centred square to the run's image side with Pillow's BICUBIC filter; the network
 then sees `x · 2/255 − 1` (`models.inputs.to_model_input`), as in training.
@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
 from semisup.config import Config, config_from_dict
-from semisup.data.folder_decode import _decode_opened, decode_image
+from semisup.data.folder.decode import _decode_opened, decode_image
 from semisup.engine.checkpoint import load_checkpoint
 from semisup.engine.metrics import predict_logits
 from semisup.errors import UserError
@@ -228,7 +228,7 @@ def prepare_image(image: ImageLike, size: int, channels: int) -> np.ndarray:
     """One image (path, PIL image, uint8 (H, W) or (H, W, C)) as uint8 (channels, size, size).
 
     PIL images and arrays take the same conversion and resizing as files (see
-    `data.folder_decode`); a PIL image is copied, never changed.
+    `data.folder.decode`); a PIL image is copied, never changed.
 
     Raises:
         UserError: for an unreadable file or an array of another dtype or shape.

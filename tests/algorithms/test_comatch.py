@@ -14,7 +14,7 @@ from semisup.config import build_config
 from semisup.engine.checkpoint import load_checkpoint
 from semisup.errors import UserError
 from semisup.experiment import build_experiment
-from semisup.memory import EmbeddingQueue
+from semisup.modules.memory import EmbeddingQueue
 
 from .helpers import info
 from .test_simmatch import FeaturesAsImages, NoBatchNormNet

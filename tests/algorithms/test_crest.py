@@ -4,7 +4,6 @@ import pytest
 import torch
 import yaml
 
-from semisup import prior
 from semisup.algorithms.base import TaskInfo
 from semisup.algorithms.crest import (
     CReST,
@@ -14,11 +13,12 @@ from semisup.algorithms.crest import (
     sampling_rates,
 )
 from semisup.algorithms.fixmatch import FixMatch
-from semisup.cli import main
+from semisup.commands.cli import main
+from semisup.commands.crest_generations import build_generation, candidates, load_picks, with_picks
 from semisup.config import config_from_dict
-from semisup.crest import build_generation, candidates, load_picks, with_picks
 from semisup.engine.checkpoint import load_checkpoint
 from semisup.engine.metrics import predict_logits
+from semisup.math import prior
 
 from .helpers import LogitsAsImages, as_images
 

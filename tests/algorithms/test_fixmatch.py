@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from semisup import pseudo
 from semisup.algorithms.fixmatch import FixMatch
 from semisup.algorithms.supervised import Supervised
+from semisup.math import pseudo
 
 from .helpers import LogitsAsImages, TinyNet, as_images, info
 

@@ -3,12 +3,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semisup import losses, mixing, pseudo
 from semisup.algorithms.mixmatch import MixMatch
 from semisup.config import build_config
 from semisup.engine.optim import OptimSettings, build_optimizer, decay_kernels
 from semisup.errors import UserError
 from semisup.experiment import build_experiment
+from semisup.math import losses, mixing, pseudo
 
 from .helpers import LogitsAsImages, TinyNet, as_images, info
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from semisup import losses
 from semisup.algorithms.pimodel import PiModel
 from semisup.config import build_config
 from semisup.experiment import build_experiment
+from semisup.math import losses
 
 from .helpers import LogitsAsImages, TinyNet, as_images, info
 

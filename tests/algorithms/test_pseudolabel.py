@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from semisup import pseudo
 from semisup.algorithms.pseudolabel import PseudoLabel
 from semisup.config import build_config
 from semisup.experiment import build_experiment
+from semisup.math import pseudo
 
 from .helpers import LogitsAsImages, TinyNet, as_images, info
 

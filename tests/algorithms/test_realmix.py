@@ -4,7 +4,6 @@ import pytest
 import torch
 from torch import nn
 
-from semisup import mixing, pseudo, tsa
 from semisup.algorithms.base import TaskInfo
 from semisup.algorithms.mixmatch import MixMatch
 from semisup.algorithms.realmix import (
@@ -16,6 +15,7 @@ from semisup.algorithms.realmix import (
 )
 from semisup.config import build_config
 from semisup.experiment import build_experiment
+from semisup.math import mixing, pseudo, tsa
 
 from .helpers import LogitsAsImages, as_images
 

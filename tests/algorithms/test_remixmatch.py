@@ -4,13 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from semisup import mixing, pseudo
 from semisup.algorithms.base import TaskInfo
 from semisup.algorithms.mixmatch import MixMatch
 from semisup.algorithms.remixmatch import ReMixMatch, rotate_quarters
 from semisup.config import build_config
 from semisup.errors import UserError
 from semisup.experiment import build_experiment
+from semisup.math import mixing, pseudo
 
 from .helpers import TinyNet, info
 

@@ -14,7 +14,7 @@ from semisup.algorithms.simmatch import (
 from semisup.config import build_config
 from semisup.engine.checkpoint import load_checkpoint
 from semisup.experiment import build_experiment
-from semisup.memory import momentum_update
+from semisup.modules.memory import momentum_update
 
 from .helpers import TinyNet, info
 

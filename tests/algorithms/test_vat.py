@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from semisup import losses
 from semisup.algorithms import vat
 from semisup.algorithms.vat import VAT
 from semisup.config import build_config
 from semisup.experiment import build_experiment
+from semisup.math import losses
 from semisup.models.bn import frozen_running_stats
 
 from .helpers import LogitsAsImages, TinyNet, as_images, info

@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 
 from semisup.config import build_config
-from semisup.data import folder as folder_module
-from semisup.data import folder_decode
 from semisup.data.base import DATASETS
-from semisup.data.folder import load_folder
+from semisup.data.folder import dataset as folder_module
+from semisup.data.folder import decode as folder_decode
+from semisup.data.folder.dataset import load_folder
 from semisup.data.ssl import build_ssl_data, join_images
 from semisup.engine.trainer import place_pool
 from semisup.errors import UserError

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
+from semisup import distributed
 from semisup.config import build_config, parse_assignments
-from semisup.engine import distributed
 from semisup.experiment import build_experiment
 
 

@@ -2,11 +2,11 @@ import pytest
 import torch
 
 from semisup.engine.checkpoint import load_checkpoint, save_checkpoint
-from semisup.engine.ema import ModelEMA
 from semisup.engine.metrics import classification_metrics, median_last
 from semisup.engine.optim import OptimSettings, build_optimizer, decay_kernels, learning_rate
-from semisup.engine.schedules import cosine_lr, linear_rampup
 from semisup.errors import UserError
+from semisup.math.schedules import cosine_lr, linear_rampup
+from semisup.modules.ema import ModelEMA
 
 
 def test_cosine_lr_matches_fixmatch_f3():

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from semisup import prior
+from semisup.math import prior
 
 
 @dataclass(frozen=True)

@@ -31,15 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semisup import losses, pseudo
+from semisup import distributed
 from semisup.algorithms.base import Algorithm, TaskInfo
 from semisup.algorithms.registry import ALGORITHMS
 from semisup.algorithms.simmatch import align_with_queue
-from semisup.alignment import WindowMean
-from semisup.engine import distributed
 from semisup.errors import UserError
-from semisup.heads import ProjectionHead
-from semisup.memory import EmbeddingQueue
+from semisup.math import losses, pseudo
+from semisup.modules.alignment import WindowMean
+from semisup.modules.heads import ProjectionHead
+from semisup.modules.memory import EmbeddingQueue
 
 LOG_EPS = 1e-7  # the code's log(sim_probs + 1e-7)
 

@@ -4,7 +4,7 @@ Class-Rebalancing Self-Training retrains a semi-supervised learner for several g
 after each one, the most confident pseudo-labeled images join the labeled set, the rarer the
 predicted class the more of them (algorithms.md §7). This module holds the per-generation
 learner (`crest`: FixMatch, and for CReST+ progressive distribution alignment) and the pure
-rebalancing math; `semisup.crest` runs the generations (`semisup crest`).
+rebalancing math; `semisup.commands.crest_generations` runs the generations (`semisup crest`).
 
 Follows google-research/crest (`util/semisup.py`, `data/cifar.py`, `fixmatch.py`):
 
@@ -25,10 +25,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from semisup import prior
 from semisup.algorithms.base import TaskInfo
 from semisup.algorithms.fixmatch_da import FixMatchDA
 from semisup.algorithms.registry import ALGORITHMS
+from semisup.math import prior
 
 
 def class_profile(counts: Sequence[int], imbalance_ratio: float | None) -> Tensor:

@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semisup import prior, pseudo
+from semisup import distributed
 from semisup.algorithms.base import Algorithm, TaskInfo
 from semisup.algorithms.mixmatch import MIXMATCH_OPTIM
 from semisup.algorithms.registry import ALGORITHMS
-from semisup.engine import distributed
 from semisup.errors import UserError
+from semisup.math import prior, pseudo
 
 EPS = 1e-6  # the code's 1e-6 in estimate_pseudo, the rescaling and the entropy
 

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semisup import pseudo
 from semisup.algorithms.base import Algorithm, TaskInfo
 from semisup.algorithms.registry import ALGORITHMS
+from semisup.math import pseudo
 
 
 @ALGORITHMS.register("fixmatch")

@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semisup import alignment, prior, pseudo
 from semisup.algorithms.base import Algorithm, PriorTracking, TaskInfo
 from semisup.algorithms.fixmatch import forward_three_views, hard_label_loss
 from semisup.algorithms.registry import ALGORITHMS
+from semisup.math import prior, pseudo
+from semisup.modules import alignment
 
 
 @ALGORITHMS.register("fixmatch_da")

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from semisup.algorithms.base import TaskInfo
 from semisup.algorithms.pimodel import PiModel
 from semisup.algorithms.registry import ALGORITHMS
-from semisup.engine.ema import ModelEMA
+from semisup.modules.ema import ModelEMA
 
 
 @ALGORITHMS.register("meanteacher")

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semisup import losses, mixing, pseudo
 from semisup.algorithms.base import Algorithm, TaskInfo
 from semisup.algorithms.registry import ALGORITHMS
-from semisup.engine.schedules import linear_rampup
 from semisup.errors import UserError
+from semisup.math import losses, mixing, pseudo
+from semisup.math.schedules import linear_rampup
 from semisup.models import bn
 
 # The MixMatch family's optimizer (mixmatch/remixmatch/realmix code): Adam 0.002, constant rate,

@@ -21,10 +21,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semisup import pseudo
 from semisup.algorithms.base import Algorithm, TaskInfo
 from semisup.algorithms.registry import ALGORITHMS
-from semisup.engine.schedules import linear_rampup
+from semisup.math import pseudo
+from semisup.math.schedules import linear_rampup
 from semisup.models.bn import frozen_running_stats
 
 

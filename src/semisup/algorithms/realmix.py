@@ -15,12 +15,12 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from semisup import erasing, losses, pseudo, tsa
 from semisup.algorithms.base import TaskInfo
 from semisup.algorithms.mixmatch import MixMatch
 from semisup.algorithms.registry import ALGORITHMS
-from semisup.engine.schedules import linear_rampup
 from semisup.errors import UserError
+from semisup.math import erasing, losses, pseudo, tsa
+from semisup.math.schedules import linear_rampup
 
 
 @torch.no_grad()
@@ -91,7 +91,7 @@ class RealMix(MixMatch):
 
     Extend (a) generates copy c = u_idx // U of unlabeled image i = u_idx % U on the fly, from
     a hash of (`extend_seed`, c, i): nothing is materialised, each copy is the same whenever it
-    is drawn (see `semisup.erasing`). As in the code, the original images are not kept: the
+    is drawn (see `semisup.math.erasing`). As in the code, the original images are not kept: the
     unlabeled stream is the N erased copies only; `extend_keep_original` adds the originals
     as copy 0 (then copies 1..N are erased). The trainer draws from all copies × U positions.
 
@@ -109,7 +109,7 @@ class RealMix(MixMatch):
             runs unless changed).
         erase_probability: p of random erasing per copy (0.3).
         tsa_schedule: "none" (the code's flag default), "linear" (the README's best run), "log"
-            or "exp"; η rises from 1/C to 1 over training (UDA's schedules, `semisup.tsa`).
+            or "exp"; η rises from 1/C to 1 over training (UDA's schedules, `semisup.math.tsa`).
         tsa_rule: "intended" (`soft_label_keep_mask`) or "code" (`code_keep_mask`).
         ood_fraction: γ, fraction of each unlabeled batch masked out; 0 switches it off (the
             paper uses 0 / 0.2 / 0.4 / 0.6 / 0.85 at 0-100 % class mismatch).

@@ -16,14 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semisup import losses, mixing, pseudo
 from semisup.algorithms.base import Algorithm, TaskInfo
 from semisup.algorithms.mixmatch import MIXMATCH_OPTIM, check_mixup_settings
 from semisup.algorithms.registry import ALGORITHMS
-from semisup.alignment import DistributionAlignment
-from semisup.engine.schedules import linear_rampup
 from semisup.errors import UserError
+from semisup.math import losses, mixing, pseudo
+from semisup.math.schedules import linear_rampup
 from semisup.models import bn
+from semisup.modules.alignment import DistributionAlignment
 
 
 def rotate_quarters(images: Tensor) -> tuple[Tensor, Tensor]:

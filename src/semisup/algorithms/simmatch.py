@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semisup import alignment, losses, pseudo
 from semisup.algorithms.base import Algorithm, TaskInfo
 from semisup.algorithms.registry import ALGORITHMS
-from semisup.heads import ProjectionHead
-from semisup.memory import LabeledMemoryBank
+from semisup.math import losses, pseudo
+from semisup.modules import alignment
+from semisup.modules.heads import ProjectionHead
+from semisup.modules.memory import LabeledMemoryBank
 
 
 def unfold(similarities: Tensor, probs: Tensor, bank_labels: Tensor) -> Tensor:

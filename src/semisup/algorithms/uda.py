@@ -10,7 +10,7 @@ google-research/fixmatch `uda.py` (the FixMatch baseline):
 - target softmax(z_w / T), T = 0.4; mask max softmax(z_w) ≥ β = 0.8 (the paper's CIFAR-10
   values, also USB's; the fixmatch-repo flags are T = 1, β = 0.95; UDA's code compares with >);
 - loss KL(target ‖ p(u_s)), averaged over all μB unlabeled images (masked ones count as zero);
-- TSA (`semisup.tsa`) on the labeled cross-entropy; default "linear" as in the uda repo's
+- TSA (`semisup.math.tsa`) on the labeled cross-entropy; default "linear" as in the uda repo's
   CIFAR-10 TPU script (its GPU script, the fixmatch repo and USB default to none);
 - μ = 7 as in the fixmatch repo and USB (the uda repo used 5 on GPU, 30 on TPU); SGD + Nesterov
   0.03, FixMatch's cosine decay, L2 5e-4. The strong view is RandAugment + cutout in the paper
@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semisup import losses, pseudo, tsa
 from semisup.algorithms.base import Algorithm, TaskInfo
 from semisup.algorithms.registry import ALGORITHMS
+from semisup.math import losses, pseudo, tsa
 
 
 @ALGORITHMS.register("uda")
@@ -42,8 +42,8 @@ class UDA(Algorithm):
         threshold: β, confidence at or above which an unlabeled image is used.
         temperature: T, softmax temperature of the target (`uda_softmax_temp`).
         lambda_u: λ, weight of the unlabeled loss (`unsup_coeff`).
-        tsa_schedule: how the TSA threshold η rises from 1/C to 1 (see `semisup.tsa.threshold`);
-            "none" turns TSA off.
+        tsa_schedule: how the TSA threshold η rises from 1/C to 1 (see
+            `semisup.math.tsa.threshold`); "none" turns TSA off.
         mu: μ, unlabeled images per labeled image in a batch.
     """
 

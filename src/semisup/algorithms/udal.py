@@ -34,12 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semisup import alignment, losses, prior, pseudo
 from semisup.algorithms.base import Algorithm, PriorTracking, TaskInfo
 from semisup.algorithms.fixmatch import forward_three_views, hard_label_loss
 from semisup.algorithms.mixmatch import MIXMATCH_OPTIM, MixMatch
 from semisup.algorithms.registry import ALGORITHMS
-from semisup.engine.schedules import linear_rampup
+from semisup.math import losses, prior, pseudo
+from semisup.math.schedules import linear_rampup
+from semisup.modules import alignment
 
 
 @ALGORITHMS.register("udal")

@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semisup import losses
 from semisup.algorithms.base import Algorithm, TaskInfo
 from semisup.algorithms.mixmatch import MIXMATCH_OPTIM
 from semisup.algorithms.registry import ALGORITHMS
-from semisup.engine.schedules import linear_rampup
+from semisup.math import losses
+from semisup.math.schedules import linear_rampup
 from semisup.models.bn import frozen_running_stats
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from semisup.engine.schedules import cosine_lr
 from semisup.errors import UserError
+from semisup.math.schedules import cosine_lr
 
 
 @dataclass(frozen=True)

@@ -16,19 +16,19 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from semisup import distributed
 from semisup.algorithms.base import Algorithm
 from semisup.augment.views import ViewMaker
 from semisup.data.sampler import EpochSampler
 from semisup.data.ssl import SSLData
-from semisup.engine import distributed
 from semisup.engine.checkpoint import save_checkpoint
-from semisup.engine.ema import ModelEMA
 from semisup.engine.meter import ScalarMeter
 from semisup.engine.metrics import classification_metrics, median_last, predict_logits
 from semisup.engine.optim import OptimSettings, build_optimizer, decay_kernels, learning_rate
 from semisup.engine.tensorboard import MetricLogger
 from semisup.errors import UserError
 from semisup.models.inputs import to_model_input
+from semisup.modules.ema import ModelEMA
 
 log = logging.getLogger("semisup")
 

@@ -41,7 +41,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from semisup.data.folder_scan import FolderSource
+from semisup.data.folder.scan import FolderSource
 from semisup.errors import UserError
 
 logger = logging.getLogger("semisup.data")

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semisup.engine import distributed
+from semisup import distributed
 
 
 def align(probs: Tensor, target: Tensor, p_model: Tensor, eps: float = 1e-6) -> Tensor:

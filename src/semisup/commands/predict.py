@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from semisup.data.folder_scan import IMAGE_EXTENSIONS
+from semisup.data.folder.scan import IMAGE_EXTENSIONS
 from semisup.errors import UserError
 from semisup.inference import Predictions, TrainedModel, load, read_image_file
 

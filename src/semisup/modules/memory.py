@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semisup.engine import distributed
+from semisup import distributed
 
 
 def momentum_update(old: Tensor, new: Tensor, momentum: float) -> Tensor:

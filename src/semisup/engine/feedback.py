@@ -14,7 +14,7 @@ import torch
 
 from semisup.augment.ctaugment import CTAugment, proximity
 from semisup.augment.policy import Policy
-from semisup.engine.distributed import all_gather_cat
+from semisup.distributed import all_gather_cat
 from semisup.models.inputs import to_model_input
 
 if TYPE_CHECKING:

@@ -318,7 +318,7 @@ def resolve_settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> 
 
 def run(args: argparse.Namespace) -> int:
     """`semisup crest`: starts or resumes a CReST run and prints the final generation's result."""
-    from semisup.cli import default_run_dir, flag_overrides, resume_config
+    from semisup.commands.cli import default_run_dir, flag_overrides, resume_config
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("semisup crest runs in one process; start it without torchrun")

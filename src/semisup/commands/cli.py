@@ -12,9 +12,9 @@ from typing import Any
 
 import yaml
 
-from semisup import bench, crest, export, predict, report
+from semisup import bench, distributed, report
+from semisup.commands import crest_generations, export, predict
 from semisup.config import Config, build_config, config_from_dict, parse_assignments, set_key
-from semisup.engine import distributed
 from semisup.errors import UserError
 
 log = logging.getLogger("semisup")
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(commands)
     predict.add_parser(commands)
     export.add_parser(commands)
-    crest.add_parser(commands)
+    crest_generations.add_parser(commands)
     return parser
 
 

@@ -1,10 +1,10 @@
 """The `folder` data set: a user's own images in a directory or a .zip file.
 
-Layouts (see `folder_scan`): `labeled/<class>/*` with optional `unlabeled/**` and `test/<class>/*`
+Layouts (see `scan`): `labeled/<class>/*` with optional `unlabeled/**` and `test/<class>/*`
 (every training image is labeled), or `train/<class>/*` with `test/<class>/*` (the SSL split picks
 the labeled subset). Class ids follow the sorted class folder names. Images are decoded once
-(see `folder_decode` for the conversion and resizing rules), each written to the cache (see
-`folder_cache`) as soon as it is decoded, and the data set's image tensors are memory-mapped views
+(see `decode` for the conversion and resizing rules), each written to the cache (see
+`cache`) as soon as it is decoded, and the data set's image tensors are memory-mapped views
 of the cache file: memory does not grow with the number of images. Files that cannot be decoded
 are skipped and listed in `skipped_files`.
 """
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from semisup.data.base import DATASETS, ImageDataset
-from semisup.data.folder_cache import (
+from semisup.data.folder.cache import (
     CacheContent,
     ImageRows,
     cache_candidates,
@@ -31,8 +31,8 @@ from semisup.data.folder_cache import (
     read_cache,
     start_cache,
 )
-from semisup.data.folder_decode import Probe, decode_image, iter_jobs, probe_image
-from semisup.data.folder_scan import FolderLayout, FolderSource, find_layout, open_source
+from semisup.data.folder.decode import Probe, decode_image, iter_jobs, probe_image
+from semisup.data.folder.scan import FolderLayout, FolderSource, find_layout, open_source
 from semisup.errors import UserError
 
 logger = logging.getLogger("semisup.data")

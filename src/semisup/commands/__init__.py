@@ -1,0 +1,1 @@
+"""The `semisup` command line: one module per command."""

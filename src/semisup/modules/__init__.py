@@ -1,0 +1,1 @@
+"""Small `nn.Module`s that carry state in buffers: alignment, memory banks, heads, the EMA."""
