@@ -24,13 +24,13 @@ Two measurements, both in a single process:
    each side, the ratio of the median times and the median of the per-repetition time ratios.
 
 2. **Augmentation share of a FixMatch step** (`--part share`). A real `Trainer` built by
-   `experiment.build_experiment` (FixMatch, labeled batch 64, mu = 7: 64 labeled weak + 448
+   `experiment.build_trainer` (FixMatch, labeled batch 64, mu = 7: 64 labeled weak + 448
    unlabeled weak + 448 unlabeled strong = 960 images per step; WRN-28-2 by default, "cnn" as
    an option; channels-last fp32 on a CPU, the engine's defaults) on an in-memory data set of the
    same images. Each timed `trainer.train_step()` is split with wrappers around the trainer's
-   own methods: batch gathering, the views (`make_batch`: weak, strong, cutout and the uint8
-   -> float model input), and, for CTAugment, the feedback callback, itself split into the EMA
-   model's forward on the 64 probes, the rate update and the rest (weak + probe views). The
+   own methods: batch gathering, the views (`BatchSource.make_batch`: weak, strong, cutout and
+   the uint8 -> float model input), and, for CTAugment, the feedback callback, itself split into
+   the EMA model's forward on the 64 probes, the rate update and the rest (weak + probe views). The
    rest of the step is forward, backward, SGD, EMA. The share is the views' median time over
    the step's median time; "all augmentation" adds the probe views and the rate update.
 
@@ -70,7 +70,7 @@ from semisup.augment import CTAugment, RandAugment, ViewMaker, WeakAugment
 from semisup.augment.policy import Policy
 from semisup.config import build_config
 from semisup.data import DATASETS, ImageDataset
-from semisup.experiment import build_experiment, build_views, resolve_augment
+from semisup.experiment import build_trainer, build_views, resolve_augment
 
 CIFAR_ZIP = (
     Path(__file__).resolve().parents[2] / "shared/datasets/cifar10-jpeg/cifar10_jpeg_q75.zip"
@@ -405,7 +405,7 @@ class Stopwatch:
 
 
 def step_share(args: argparse.Namespace, model: str, strong: str, device: torch.device) -> dict:
-    """Per-part median times of FixMatch training steps built by `build_experiment`."""
+    """Per-part median times of FixMatch training steps built by `build_trainer`."""
     keys = {
         "algorithm.name": "fixmatch",
         "model.name": model,
@@ -419,11 +419,11 @@ def step_share(args: argparse.Namespace, model: str, strong: str, device: torch.
         "train.tensorboard": False,
         "augment.strong": strong,
     }
-    trainer = build_experiment(build_config(None, keys), None).trainer
-    assert trainer.algorithm.mu == 7 and trainer.engine.batch_size == 64
+    trainer = build_trainer(build_config(None, keys), None)
+    assert trainer.algorithm.mu == 7 and trainer.settings.batch_size == 64
     watch = Stopwatch(device)
-    trainer.next_raw_batch = watch.wrap("gather", trainer.next_raw_batch)  # type: ignore[method-assign]
-    trainer.make_batch = watch.wrap("views", trainer.make_batch)  # type: ignore[method-assign]
+    trainer.batches.next_raw = watch.wrap("gather", trainer.batches.next_raw)  # type: ignore[method-assign]
+    trainer.batches.make_batch = watch.wrap("views", trainer.batches.make_batch)  # type: ignore[method-assign]
     for callback in trainer.callbacks:
         callback.on_step_end = watch.wrap("feedback", callback.on_step_end)  # type: ignore[method-assign]
         augmenter = getattr(callback, "augmenter", None)

@@ -121,12 +121,12 @@ def child(mode: str, root: Path, steps: int) -> dict[str, Any]:
             result["images"] = len(data.train_images) + len(data.unlabeled_images)
         elif mode == "train":
             from semisup.config import build_config
-            from semisup.experiment import build_experiment
+            from semisup.experiment import build_trainer
 
             config = build_config(None, train_settings(root, steps))
-            trainer = build_experiment(config, None).trainer
+            trainer = build_trainer(config, None)
             result["load_s"] = time.perf_counter() - start
-            result["pool"] = list(trainer.images.shape)
+            result["pool"] = list(trainer.batches.images.shape)
             for _ in range(steps):
                 trainer.train_step()
         elif mode == "write":

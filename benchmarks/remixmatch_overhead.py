@@ -30,11 +30,12 @@ from torch import Tensor, nn
 from semisup.algorithms.base import TaskInfo
 from semisup.algorithms.mixmatch import MIXMATCH_OPTIM
 from semisup.algorithms.remixmatch import ReMixMatch
-from semisup.engine.optim import OptimSettings, build_optimizer, decay_kernels
+from semisup.config import OptimConfig
+from semisup.engine.optim import build_optimizer, decay_kernels
 from semisup.models import build_model
 
 STEP = 20_000  # past the ramp: every loss term is active
-SETTINGS = OptimSettings(**MIXMATCH_OPTIM)
+SETTINGS = OptimConfig(**MIXMATCH_OPTIM)
 
 
 class PooledLinear(nn.Module):

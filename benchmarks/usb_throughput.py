@@ -73,7 +73,7 @@ def semisup_worker(algorithm: str, warmup: int, steps: int, device: str) -> list
 
     from semisup.config import build_config
     from semisup.data import DATASETS, ImageDataset
-    from semisup.experiment import build_experiment
+    from semisup.experiment import build_trainer
 
     images, labels = synthetic_images()
 
@@ -99,7 +99,7 @@ def semisup_worker(algorithm: str, warmup: int, steps: int, device: str) -> list
     }
     if algorithm == "remixmatch":
         keys["algorithm.k"] = 2
-    trainer = build_experiment(build_config(None, keys), None).trainer
+    trainer = build_trainer(build_config(None, keys), None)
     assert trainer.algorithm.mu == MU[algorithm]
 
     def step() -> None:

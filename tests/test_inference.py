@@ -23,7 +23,7 @@ from semisup.data.folder.dataset import load_folder
 from semisup.engine.checkpoint import load_checkpoint
 from semisup.engine.metrics import classification_metrics, predict_logits
 from semisup.errors import UserError
-from semisup.experiment import build_experiment
+from semisup.experiment import build_trainer
 from semisup.models.inputs import to_model_input
 
 
@@ -77,7 +77,7 @@ def test_load_matches_the_trainers_ema_model(digits_run: Path, digits_test: tupl
 
     # The trainer's EMA module rebuilt from the checkpoint, as `semisup evaluate` does.
     cfg = config_from_dict(yaml.safe_load((digits_run / "config.yaml").read_text()))
-    trainer = build_experiment(cfg, None).trainer
+    trainer = build_trainer(cfg, None)
     trainer.ema.load_state_dict(load_checkpoint(digits_run / "checkpoint.pt")["ema"])
     logits = predict_logits(trainer.ema.module, images, 1024, torch.device("cpu"), True)
     assert torch.equal(predictions.class_indices, logits.argmax(dim=1))

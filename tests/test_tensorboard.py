@@ -13,7 +13,7 @@ from semisup.engine.tensorboard import (
     scalar_tag,
 )
 from semisup.errors import UserError
-from semisup.experiment import build_experiment
+from semisup.experiment import build_trainer
 
 
 def read_events(log_dir) -> dict[str, list[tuple[int, float]]]:
@@ -99,7 +99,7 @@ def test_training_writes_event_files_by_default(tmp_path):
         },
     )
     assert cfg.train.tensorboard is None  # auto: on when installed
-    build_experiment(cfg, tmp_path).trainer.fit()
+    build_trainer(cfg, tmp_path).fit()
     events = read_events(tmp_path / "tensorboard")
     assert [step for step, _ in events["test/accuracy"]] == [2, 4]
     assert [step for step, _ in events["train/mask_rate"]] == [2, 4]

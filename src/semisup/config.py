@@ -127,6 +127,11 @@ class Config:
         """Nested plain dict (for YAML)."""
         return dataclasses.asdict(self)
 
+    @property
+    def split_seed(self) -> int:
+        """The seed of the labeled split: `data.split_seed`, else the run's `train.seed`."""
+        return self.train.seed if self.data.split_seed is None else self.data.split_seed
+
 
 def coerce(value: Any, hint: Any, key: str) -> Any:
     """Checks `value` against a type hint, converting where lossless.

@@ -147,7 +147,7 @@ def load(run_dir: str | Path, device: str | torch.device = "auto") -> TrainedMod
         UserError: when the directory holds no readable checkpoint, or its weights do not fit
             the model its config describes.
     """
-    from semisup.experiment import resolve_device
+    from semisup.engine.runtime import resolve_device
 
     device = resolve_device(str(device))
     run_dir = Path(run_dir).expanduser()
@@ -185,18 +185,9 @@ def _class_names_and_shape(run_dir: Path, cfg: Config) -> tuple[list[str], list[
     if isinstance(summary, dict) and "class_names" in summary and "image_shape" in summary:
         return list(summary["class_names"]), list(summary["image_shape"])
     log.info("%s has no summary.json with the image shape: reading its data set", run_dir)
-    from semisup.data.protocols import build_protocol
-    from semisup.data.ssl import build_ssl_data
-    from semisup.experiment import load_dataset
+    from semisup.data.build import build_data
 
-    d = cfg.data
-    protocol = build_protocol(
-        d.imbalance_ratio, d.labeled_fraction, d.unlabeled_imbalance, d.mismatch, d.mismatch_preset
-    )
-    seed = cfg.train.seed if d.split_seed is None else d.split_seed
-    data = build_ssl_data(
-        load_dataset(d), d.num_labels, seed, d.unlabeled_includes_labeled, protocol
-    )
+    data = build_data(cfg.data, cfg.split_seed)
     return list(data.class_names), list(data.images.shape[1:])
 
 

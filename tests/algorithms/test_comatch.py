@@ -13,7 +13,7 @@ from semisup.algorithms.comatch import (
 from semisup.config import build_config
 from semisup.engine.checkpoint import load_checkpoint
 from semisup.errors import UserError
-from semisup.experiment import build_experiment
+from semisup.experiment import build_trainer
 from semisup.modules.memory import EmbeddingQueue
 
 from .helpers import info
@@ -177,9 +177,11 @@ def test_keys_finite_and_gradients_only_through_the_strong_views(lambda_c):
     algorithm = CoMatch(NoBatchNormNet(), info(3, 4), threshold=0.0, lambda_c=lambda_c)
     out = algorithm(batch, step=0)
     keys = {"loss", "loss_x", "loss_u", "loss_c", "mask_rate", "pseudo_label_accuracy"}
-    assert keys | {"unlabeled_distribution", "graph_edges", "queue_embeddings"} <= set(out)
-    assert all(torch.isfinite(v).all() for v in out.values())
-    assert all(not v.requires_grad for k, v in out.items() if k != "loss")
+    assert keys | {"unlabeled_distribution", "graph_edges", "state"} <= set(out)
+    assert set(out["state"]) == {"queue_embeddings", "queue_probs"}
+    logged = {k: v for k, v in out.items() if k != "state"}
+    assert all(torch.isfinite(v).all() for v in [*logged.values(), *out["state"].values()])
+    assert all(not v.requires_grad for k, v in logged.items() if k != "loss")
     out["loss"].backward()
     assert batch["u_w"].grad is None or not batch["u_w"].grad.any()
     assert batch["u_s0"].grad.abs().sum() > 0
@@ -204,9 +206,9 @@ def _digits_config(steps: int):
 
 
 def test_resume_restores_the_queue_and_da_window_exactly(tmp_path):
-    first = build_experiment(_digits_config(4), tmp_path / "a").trainer
+    first = build_trainer(_digits_config(4), tmp_path / "a")
     first.fit()
-    resumed = build_experiment(_digits_config(4), tmp_path / "b").trainer
+    resumed = build_trainer(_digits_config(4), tmp_path / "b")
     resumed.load_state_dict(load_checkpoint(tmp_path / "a" / "checkpoint.pt", resumed.device))
     a, b = first.algorithm, resumed.algorithm
     assert int(a.queue.count) == 4 * 48  # (1 + μ)·B per step
@@ -217,5 +219,5 @@ def test_resume_restores_the_queue_and_da_window_exactly(tmp_path):
 
 @pytest.mark.slow
 def test_short_digits_run_beats_chance():
-    summary = build_experiment(_digits_config(150), None).trainer.fit()
+    summary = build_trainer(_digits_config(150), None).fit()
     assert summary["test_accuracy_raw"] > 0.5  # chance: 0.1

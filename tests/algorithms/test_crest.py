@@ -155,8 +155,8 @@ def test_two_generations_on_long_tailed_digits_then_resume(tmp_path, capsys):
     assert [gen0["da_temperature"], gen1["da_temperature"]] == [1.0, 0.5]
 
     # Generation 0's picks: its EMA model's most confident predictions, rebalanced.
-    original = build_generation(_config(out / "gen0"), tmp_path / "check", None)
-    data, trainer = original.data, original.trainer
+    trainer = build_generation(_config(out / "gen0"), tmp_path / "check", None)
+    data = trainer.data
     trainer.ema.load_state_dict(load_checkpoint(out / "gen0" / "checkpoint.pt")["ema"])
     pool = candidates(data)
     assert not torch.isin(pool, data.labeled_idx).any()

@@ -9,7 +9,7 @@ from semisup.algorithms.darp import DARP, distribution_matching, remove_noisy_en
 from semisup.config import build_config
 from semisup.engine.checkpoint import load_checkpoint
 from semisup.errors import UserError
-from semisup.experiment import build_experiment
+from semisup.experiment import build_trainer
 
 from .helpers import LogitsAsImages, as_images
 
@@ -83,7 +83,7 @@ def test_warm_up_is_fixmatch_with_two_strong_views():
     # Mask [1, 0] repeated over two strong views of zero logits: (2 ln 3) / 4.
     assert out["loss_u"].item() == pytest.approx(math.log(3) / 2, abs=1e-6)
     assert out["loss_x"].item() == pytest.approx(math.log(3), abs=1e-6)
-    assert out["mask_rate"].item() == 0.5 and "refined_table" not in out
+    assert out["mask_rate"].item() == 0.5 and "refined_table" not in out["state"]
 
 
 def test_refinement_uses_the_table_with_this_step_and_is_stored_after_the_step():
@@ -99,17 +99,17 @@ def test_refinement_uses_the_table_with_this_step_and_is_stored_after_the_step()
     target = torch.tensor([3.0, 2.0, 1.0])  # labeled ratio 3:2:1 of 6 unlabeled images
     expected = distribution_matching(remove_noisy_entries(table, target, 2.0), target)
     assert torch.allclose(algorithm.target, target)
-    assert torch.allclose(out["refined_table"], expected)
+    assert torch.allclose(out["state"]["refined_table"], expected)
     assert out["mask_rate"].item() == (expected[[2, 4]].amax(dim=1) >= 0.95).float().mean().item()
     algorithm.on_step_end(batch, out, step=50)
     assert torch.allclose(algorithm.predictions, table)
-    assert torch.equal(algorithm.refined, out["refined_table"])
+    assert torch.equal(algorithm.refined, out["state"]["refined_table"])
 
     # Between refinements the targets are the stored refined rows, whatever the prediction.
     with torch.no_grad():
         algorithm.refined[[2, 4]] = torch.tensor([[0.0, 0.0, 1.0], [0.5, 0.5, 0.0]])
     later = algorithm(batch, step=51)
-    assert "refined_table" not in later and later["mask_rate"].item() == 0.5
+    assert "refined_table" not in later["state"] and later["mask_rate"].item() == 0.5
     assert later["pseudo_label_accuracy"].item() == 0.0  # class 2, true class 0
 
 
@@ -128,7 +128,7 @@ def test_gradients_flow_only_through_the_strong_views():
     algorithm = DARP(model, darp_info(), threshold=0.0)
     out = algorithm({**batch, **views}, step=0)
     assert {"loss", "loss_x", "loss_u", "mask_rate", "unlabeled_distribution"} <= set(out)
-    assert all(torch.isfinite(v).all() for v in out.values())
+    assert all(torch.isfinite(v).all() for k, v in out.items() if k != "state")
     (out["loss"] - out["loss_x"]).backward()
     assert views["u_w"].grad is None
     assert views["u_s0"].grad.abs().sum() > 0 and views["u_s1"].grad.abs().sum() > 0
@@ -158,7 +158,7 @@ def _digits_config(steps: int, **extra):
 
 def test_refinement_runs_inside_training_and_is_checkpointed(tmp_path):
     cfg = _digits_config(12, **{"algorithm.warmup_fraction": 0.5, "algorithm.period": 5})
-    trainer = build_experiment(cfg, tmp_path).trainer
+    trainer = build_trainer(cfg, tmp_path)
     trainer.fit()  # refinements at steps 6 and 10 (0-based)
     algorithm = trainer.algorithm
     assert algorithm.start_step == 6
@@ -171,5 +171,5 @@ def test_refinement_runs_inside_training_and_is_checkpointed(tmp_path):
 
 @pytest.mark.slow
 def test_short_long_tailed_digits_run_beats_chance():
-    summary = build_experiment(_digits_config(200), None).trainer.fit()
+    summary = build_trainer(_digits_config(200), None).fit()
     assert summary["test_accuracy_raw"] > 0.5  # chance: 0.1 (balanced test set)

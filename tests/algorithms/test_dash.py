@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from semisup.algorithms.dash import Dash, dash_threshold
 from semisup.config import build_config
-from semisup.experiment import build_experiment
+from semisup.experiment import build_trainer
 
 from .helpers import LogitsAsImages, TinyNet, as_images, info
 
@@ -118,4 +118,4 @@ def test_short_digits_run_beats_chance():
     short = {"train.steps": 150, "train.eval_every": 150, "train.batch_size": 16}
     quiet = {"train.ema_decay": 0.9, "train.progress": False}
     cfg = build_config(None, {**overrides, **short, **quiet})
-    assert build_experiment(cfg, None).trainer.fit()["test_accuracy"] >= 0.5
+    assert build_trainer(cfg, None).fit()["test_accuracy"] >= 0.5

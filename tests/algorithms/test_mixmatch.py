@@ -4,10 +4,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from semisup.algorithms.mixmatch import MixMatch
-from semisup.config import build_config
-from semisup.engine.optim import OptimSettings, build_optimizer, decay_kernels
+from semisup.config import OptimConfig, build_config
+from semisup.engine.optim import build_optimizer, decay_kernels
 from semisup.errors import UserError
-from semisup.experiment import build_experiment
+from semisup.experiment import build_trainer
 from semisup.math import losses, mixing, pseudo
 
 from .helpers import LogitsAsImages, TinyNet, as_images, info
@@ -53,7 +53,7 @@ def test_m6_unlabeled_weight_ramps_up_linearly(step, weight):
 
 
 def test_m7_original_optimizer_decays_kernels_by_0_99996_per_step():
-    settings = OptimSettings(**MixMatch.optim_defaults)
+    settings = OptimConfig(**MixMatch.optim_defaults)
     assert (settings.name, settings.lr, settings.schedule) == ("adam", 0.002, "constant")
     model = nn.Linear(2, 2)
     nn.init.ones_(model.weight)
@@ -177,5 +177,5 @@ def test_short_run_on_digits_beats_chance():
         "train.progress": False,
         "augment.strong": "none",
     }
-    summary = build_experiment(build_config(None, overrides), None).trainer.fit()
+    summary = build_trainer(build_config(None, overrides), None).fit()
     assert summary["test_accuracy"] > 0.5  # chance is 0.1

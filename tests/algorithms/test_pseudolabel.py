@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from semisup.algorithms.pseudolabel import PseudoLabel
 from semisup.config import build_config
-from semisup.experiment import build_experiment
+from semisup.experiment import build_trainer
 from semisup.math import pseudo
 
 from .helpers import LogitsAsImages, TinyNet, as_images, info
@@ -87,4 +87,4 @@ def test_short_digits_run_beats_chance():
     overrides = {"algorithm.name": "pseudolabel", "augment.strong": "none", "train.progress": False}
     short = {"train.steps": 150, "train.eval_every": 150, "train.batch_size": 16}
     cfg = build_config(None, {**overrides, **short, "train.ema_decay": 0.9})
-    assert build_experiment(cfg, None).trainer.fit()["test_accuracy"] >= 0.5
+    assert build_trainer(cfg, None).fit()["test_accuracy"] >= 0.5

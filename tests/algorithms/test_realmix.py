@@ -14,7 +14,7 @@ from semisup.algorithms.realmix import (
     soft_label_keep_mask,
 )
 from semisup.config import build_config
-from semisup.experiment import build_experiment
+from semisup.experiment import build_trainer
 from semisup.math import mixing, pseudo, tsa
 
 from .helpers import LogitsAsImages, as_images
@@ -60,10 +60,10 @@ def test_rm3_masked_squared_error_and_its_gradient():
 
 def test_rm4_extend_multiplies_the_unlabeled_set():
     algorithm = RealMix(LogitsAsImages(), realmix_info(num_unlabeled=49750))
-    assert algorithm.unlabeled_copies() * 49750 == 2_487_500
-    keep = RealMix(LogitsAsImages(), realmix_info(), extend_keep_original=True)
-    assert keep.unlabeled_copies() == 51
-    assert RealMix(LogitsAsImages(), realmix_info(), extend_copies=0).unlabeled_copies() == 1
+    assert algorithm.unlabeled_copies.size == 2_487_500
+    keep = RealMix(LogitsAsImages(), realmix_info(num_unlabeled=10), extend_keep_original=True)
+    assert keep.unlabeled_copies.size == 51 * 10
+    assert RealMix(LogitsAsImages(), realmix_info(), extend_copies=0).unlabeled_copies is None
 
 
 def test_rm5_tsa_keep_masks_intended_and_as_coded():
@@ -80,9 +80,9 @@ def test_extend_copies_are_reproducible_distinct_and_batch_independent():
     algorithm = RealMix(LogitsAsImages(), realmix_info(num_unlabeled=10), erase_probability=1.0)
     images = torch.full((3, 1, 16, 16), 128, dtype=torch.uint8)
     u_idx = torch.tensor([3, 13, 3])  # image 3 in copies 0, 1, 0
-    out = algorithm.extend_unlabeled(images, u_idx)
+    out = algorithm.unlabeled_copies(images, u_idx)
     assert torch.equal(out[0], out[2]) and not torch.equal(out[0], out[1])
-    alone = algorithm.extend_unlabeled(images[1:2], torch.tensor([13]))
+    alone = algorithm.unlabeled_copies(images[1:2], torch.tensor([13]))
     assert torch.equal(alone[0], out[1])
     for erased in out:  # one constant box per image
         changed = erased[0] != 128
@@ -90,7 +90,7 @@ def test_extend_copies_are_reproducible_distinct_and_batch_independent():
         box = erased[0, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
         assert changed.sum() == box.numel() and (box == box.flatten()[0]).all()
     other_seed = RealMix(LogitsAsImages(), realmix_info(10), erase_probability=1.0, extend_seed=1)
-    assert not torch.equal(other_seed.extend_unlabeled(images, u_idx), out)
+    assert not torch.equal(other_seed.unlabeled_copies(images, u_idx), out)
 
 
 def test_extend_keep_original_and_erase_rate():
@@ -98,7 +98,7 @@ def test_extend_keep_original_and_erase_rate():
         LogitsAsImages(), realmix_info(num_unlabeled=2000), extend_keep_original=True
     )
     images = torch.full((4000, 1, 8, 8), 128, dtype=torch.uint8)
-    out = algorithm.extend_unlabeled(images, torch.arange(4000))  # copy 0 then copy 1
+    out = algorithm.unlabeled_copies(images, torch.arange(4000))  # copy 0 then copy 1
     assert torch.equal(out[:2000], images[:2000])
     erased = (out[2000:] != 128).flatten(1).any(dim=1).float().mean()
     assert 0.25 < erased.item() < 0.35  # p = 0.3 (fills equal to 128 are rare)
@@ -208,16 +208,15 @@ def _config(**extra):
 
 
 def test_mismatch_run_draws_from_all_extended_copies():
-    experiment = build_experiment(_config(), None)
-    unlabeled = len(experiment.data.unlabeled_idx)
-    trainer = experiment.trainer
+    trainer = build_trainer(_config(), None)
+    unlabeled = len(trainer.data.unlabeled_idx)
     assert trainer.algorithm.info.num_unlabeled == unlabeled
-    assert len(trainer.unlabeled_sampler.indices) == 50 * unlabeled
+    assert len(trainer.batches.unlabeled_sampler.indices) == 50 * unlabeled
     assert trainer.fit()["test_accuracy"] is not None
 
 
 @pytest.mark.slow
 def test_short_digits_run_beats_chance():
     overrides = {"train.steps": 150, "train.eval_every": 150, "train.batch_size": 16}
-    summary = build_experiment(_config(**overrides), None).trainer.fit()
+    summary = build_trainer(_config(**overrides), None).fit()
     assert summary["test_accuracy_raw"] > 0.4  # 6 classes: chance 1/6

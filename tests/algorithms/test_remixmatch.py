@@ -9,7 +9,7 @@ from semisup.algorithms.mixmatch import MixMatch
 from semisup.algorithms.remixmatch import ReMixMatch, rotate_quarters
 from semisup.config import build_config
 from semisup.errors import UserError
-from semisup.experiment import build_experiment
+from semisup.experiment import build_trainer
 from semisup.math import mixing, pseudo
 
 from .helpers import TinyNet, info
@@ -268,5 +268,5 @@ def test_short_run_on_digits_beats_chance():
         "train.eval_every": 100,
         "train.progress": False,
     }
-    summary = build_experiment(build_config(None, overrides), None).trainer.fit()
+    summary = build_trainer(build_config(None, overrides), None).fit()
     assert summary["test_accuracy"] > 0.5  # chance is 0.1

@@ -13,7 +13,7 @@ from semisup.algorithms.simmatch import (
 )
 from semisup.config import build_config
 from semisup.engine.checkpoint import load_checkpoint
-from semisup.experiment import build_experiment
+from semisup.experiment import build_trainer
 from semisup.modules.memory import momentum_update
 
 from .helpers import TinyNet, info
@@ -166,10 +166,12 @@ def test_outputs_keys_finite_and_gradients_only_through_labeled_and_strong_views
     algorithm = cls(NoBatchNormNet(), info(3, 4), threshold=0.0, start_steps=0)
     out = algorithm(batch, step=0)
     keys = {"loss", "loss_x", "loss_u", "loss_in", "mask_rate", "pseudo_label_accuracy"}
-    assert keys | {"unlabeled_distribution", "bank_embeddings"} <= set(out)
+    assert keys | {"unlabeled_distribution", "state"} <= set(out)
+    assert set(out["state"]) == {"bank_embeddings"}
+    logged = {k: v for k, v in out.items() if k != "state"}
     assert out["loss"].requires_grad
-    assert all(not v.requires_grad for k, v in out.items() if k != "loss")
-    assert all(torch.isfinite(v).all() for v in out.values())
+    assert all(not v.requires_grad for k, v in logged.items() if k != "loss")
+    assert all(torch.isfinite(v).all() for v in [*logged.values(), *out["state"].values()])
     out["loss"].backward()
     assert batch["u_w"].grad is None or not batch["u_w"].grad.any()
     assert batch["u_s"].grad is not None and batch["u_s"].grad.abs().sum() > 0
@@ -192,7 +194,7 @@ def test_imagenet_variant_teacher_is_an_ema_and_the_bank_is_overwritten():
     student = list(algorithm.model.parameters()) + list(algorithm.head.parameters())
     for old, new, live in zip(teacher_before, algorithm.teacher.parameters(), student, strict=True):
         assert torch.allclose(new, 0.999 * old + 0.001 * live)
-    assert torch.equal(algorithm.bank.embeddings, out["bank_embeddings"])
+    assert torch.equal(algorithm.bank.embeddings, out["state"]["bank_embeddings"])
 
 
 def _config(**extra):
@@ -210,9 +212,9 @@ def _config(**extra):
 
 
 def test_resume_restores_memory_bank_and_da_queue_exactly(tmp_path):
-    first = build_experiment(_config(), tmp_path / "a").trainer
+    first = build_trainer(_config(), tmp_path / "a")
     first.fit()
-    resumed = build_experiment(_config(), tmp_path / "b").trainer
+    resumed = build_trainer(_config(), tmp_path / "b")
     resumed.load_state_dict(load_checkpoint(tmp_path / "a" / "checkpoint.pt", resumed.device))
     a, b = first.algorithm, resumed.algorithm
     for name in ("bank.embeddings", "bank.labels", "da_queue.history"):
@@ -224,7 +226,5 @@ def test_resume_restores_memory_bank_and_da_queue_exactly(tmp_path):
 @pytest.mark.slow
 def test_short_digits_run_beats_chance():
     overrides = {"train.steps": 150, "train.eval_every": 150, "train.batch_size": 16}
-    summary = build_experiment(
-        _config(**overrides, **{"algorithm.start_steps": 30}), None
-    ).trainer.fit()
+    summary = build_trainer(_config(**overrides, **{"algorithm.start_steps": 30}), None).fit()
     assert summary["test_accuracy_raw"] > 0.5  # chance: 0.1

@@ -5,7 +5,7 @@ import torch
 
 from semisup.algorithms.uda import UDA
 from semisup.config import build_config
-from semisup.experiment import build_experiment
+from semisup.experiment import build_trainer
 
 from .helpers import LogitsAsImages, TinyNet, as_images, info
 
@@ -83,4 +83,4 @@ def test_short_digits_run_beats_chance():
     cfg = build_config(
         None, {**overrides, **short, "train.ema_decay": 0.9, "train.progress": False}
     )
-    assert build_experiment(cfg, None).trainer.fit()["test_accuracy"] >= 0.5
+    assert build_trainer(cfg, None).fit()["test_accuracy"] >= 0.5

@@ -11,7 +11,7 @@ from semisup.algorithms.fixmatch_da import FixMatchDA
 from semisup.algorithms.mixmatch import MixMatch
 from semisup.algorithms.udal import UDAL, UDALMixMatch
 from semisup.config import build_config
-from semisup.experiment import build_experiment
+from semisup.experiment import build_trainer
 
 from .helpers import LogitsAsImages, as_images
 
@@ -161,7 +161,7 @@ def test_long_tail_run_reports_logit_adjusted_accuracy():
             "augment.strong": "randaugment",
         },
     )
-    summary = build_experiment(cfg, None).trainer.fit()
+    summary = build_trainer(cfg, None).fit()
     assert summary["test_accuracy_la"] is not None
     assert summary["test_balanced_accuracy"] is not None
 
@@ -182,5 +182,5 @@ def test_short_long_tailed_digits_run_beats_chance():
             "augment.strong": "randaugment",
         },
     )
-    summary = build_experiment(cfg, None).trainer.fit()
+    summary = build_trainer(cfg, None).fit()
     assert summary["test_accuracy_raw"] > 0.5  # chance: 0.1 (the EMA lags after 150 steps)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from semisup.algorithms import vat
 from semisup.algorithms.vat import VAT
 from semisup.config import build_config
-from semisup.experiment import build_experiment
+from semisup.experiment import build_trainer
 from semisup.math import losses
 from semisup.models.bn import frozen_running_stats
 
@@ -143,6 +143,7 @@ def test_short_digits_run_beats_chance():
     overrides = {"algorithm.name": "vat", "algorithm.eps": 1.0, "augment.strong": "none"}
     short = {"train.steps": 150, "train.eval_every": 150, "train.batch_size": 16}
     tuned = {"optim.lr": 0.005, "train.ema_decay": 0.9, "train.progress": False}
-    experiment = build_experiment(build_config(None, {**overrides, **short, **tuned}), None)
-    assert experiment.config.optim.name == "adam" and experiment.config.optim.schedule == "constant"
-    assert experiment.trainer.fit()["test_accuracy"] >= 0.5
+    cfg = build_config(None, {**overrides, **short, **tuned})
+    trainer = build_trainer(cfg, None)
+    assert cfg.optim.name == "adam" and cfg.optim.schedule == "constant"
+    assert trainer.fit()["test_accuracy"] >= 0.5

@@ -22,9 +22,9 @@ from semisup.data.folder import dataset as folder_module
 from semisup.data.folder import decode as folder_decode
 from semisup.data.folder.dataset import load_folder
 from semisup.data.ssl import build_ssl_data, join_images
-from semisup.engine.trainer import place_pool
+from semisup.engine.batches import place_pool
 from semisup.errors import UserError
-from semisup.experiment import build_experiment
+from semisup.experiment import build_trainer
 
 CIFAR_CLASSES = (
     "airplane",
@@ -561,9 +561,9 @@ def test_training_gathers_batches_from_the_mapped_cache(tmp_path: Path) -> None:
         "train.progress": False,
         "algorithm.mu": 1,
     }
-    trainer = build_experiment(build_config(None, settings), None).trainer
+    trainer = build_trainer(build_config(None, settings), None)
     (cache,) = cache_files(tmp_path)
-    assert mapped_file(trainer.images) == str(cache / "images.npy")
+    assert mapped_file(trainer.batches.images) == str(cache / "images.npy")
     for _ in range(2):
         trainer.train_step()
 

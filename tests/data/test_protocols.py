@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from semisup.config import build_config, config_from_dict
-from semisup.data.base import ImageDataset
+from semisup.data.base import UNKNOWN, ImageDataset
 from semisup.data.protocols import (
     MISMATCH_PRESETS,
     ClassMismatch,
@@ -11,9 +11,9 @@ from semisup.data.protocols import (
     build_protocol,
     long_tail_counts,
 )
-from semisup.data.ssl import UNKNOWN, build_ssl_data
+from semisup.data.ssl import build_ssl_data
 from semisup.errors import UserError
-from semisup.experiment import build_experiment
+from semisup.experiment import build_trainer
 
 CIFAR10_NAMES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -229,16 +229,16 @@ def test_ssl_data_of_a_mismatch_split_has_six_classes():
 def test_experiment_builds_protocols_from_config_keys():
     base = {"train.steps": 2, "train.progress": False, "train.eval_every": 2}
     cfg = build_config(None, {**base, "data.mismatch": 50, "data.num_labels": 30})
-    experiment = build_experiment(cfg, None)
-    algorithm = experiment.trainer.algorithm
+    trainer = build_trainer(cfg, None)
+    algorithm = trainer.algorithm
     assert algorithm.info.num_classes == 6 and algorithm.model.fc.out_features == 6
-    assert algorithm.info.num_unlabeled == len(experiment.data.unlabeled_idx)
-    summary = experiment.trainer.fit()
+    assert algorithm.info.num_unlabeled == len(trainer.data.unlabeled_idx)
+    summary = trainer.fit()
     assert summary["test_accuracy"] is not None
     lt = build_config(None, {**base, "data.imbalance_ratio": 10, "data.labeled_fraction": 0.1})
-    first = build_experiment(lt, None)
-    counts = first.trainer.algorithm.info.labeled_class_counts
+    first = build_trainer(lt, None)
+    counts = first.algorithm.info.labeled_class_counts
     assert counts[0] > counts[-1] >= 1
     # The resolved config (as written to config.yaml, used by --resume) rebuilds the same split.
-    again = build_experiment(config_from_dict(first.config.to_dict()), None)
+    again = build_trainer(config_from_dict(lt.to_dict()), None)
     assert torch.equal(again.data.labeled_idx, first.data.labeled_idx)

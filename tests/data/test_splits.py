@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from semisup.data.base import ImageDataset
+from semisup.data.base import UNKNOWN, ImageDataset
 from semisup.data.digits import load_digits
 from semisup.data.sampler import EpochSampler
 from semisup.data.splits import labels_per_class, split_labeled
-from semisup.data.ssl import UNKNOWN, build_ssl_data
+from semisup.data.ssl import build_ssl_data
 from semisup.errors import UserError
 
 

@@ -13,7 +13,7 @@ import torch
 
 from semisup import distributed
 from semisup.config import build_config, parse_assignments
-from semisup.experiment import build_experiment
+from semisup.experiment import build_trainer
 
 
 def main() -> None:
@@ -23,7 +23,7 @@ def main() -> None:
     overrides = parse_assignments(sys.argv[2:])
     if device is not None:
         overrides["train.device"] = str(device)
-    trainer = build_experiment(build_config(None, overrides), out / "run").trainer
+    trainer = build_trainer(build_config(None, overrides), out / "run")
     trainer.fit()
     rates = {c.name: c.state_dict() for c in trainer.callbacks}
     state = {

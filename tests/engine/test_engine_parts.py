@@ -1,9 +1,10 @@
 import pytest
 import torch
 
+from semisup.config import OptimConfig
 from semisup.engine.checkpoint import load_checkpoint, save_checkpoint
 from semisup.engine.metrics import classification_metrics, median_last
-from semisup.engine.optim import OptimSettings, build_optimizer, decay_kernels, learning_rate
+from semisup.engine.optim import build_optimizer, decay_kernels, learning_rate
 from semisup.errors import UserError
 from semisup.math.schedules import cosine_lr, linear_rampup
 from semisup.modules.ema import ModelEMA
@@ -65,7 +66,7 @@ def _settings(**kw):
         schedule="constant",
         cosine_factor=7 / 16,
     )
-    return OptimSettings(**{**base, **kw})
+    return OptimConfig(**{**base, **kw})
 
 
 def test_decoupled_decay_m7_shrinks_kernels_only():

@@ -4,7 +4,7 @@ import torch
 from semisup.config import build_config
 from semisup.engine.checkpoint import load_checkpoint
 from semisup.engine.trainer import NonFiniteLossError
-from semisup.experiment import build_experiment
+from semisup.experiment import build_trainer
 
 TINY = {
     "train.steps": 6,
@@ -15,9 +15,9 @@ TINY = {
 }
 
 
-def _experiment(run_dir, **overrides):
+def _trainer(run_dir, **overrides):
     cfg = build_config(None, {**TINY, **overrides})
-    return build_experiment(cfg, run_dir)
+    return build_trainer(cfg, run_dir)
 
 
 class CrashAt:
@@ -51,16 +51,16 @@ def _assert_same_state(a, b):
 
 
 def test_resume_after_a_crash_is_bit_identical(tmp_path):
-    straight = _experiment(tmp_path / "straight").trainer
+    straight = _trainer(tmp_path / "straight")
     straight.fit()
 
-    crashed = _experiment(tmp_path / "crashed").trainer
+    crashed = _trainer(tmp_path / "crashed")
     crashed.callbacks = (*crashed.callbacks, CrashAt(5))
     with pytest.raises(KeyboardInterrupt):
         crashed.fit()
     assert load_checkpoint(tmp_path / "crashed" / "checkpoint.pt")["step"] == 3
 
-    resumed = _experiment(tmp_path / "crashed").trainer
+    resumed = _trainer(tmp_path / "crashed")
     resumed.load_state_dict(load_checkpoint(tmp_path / "crashed" / "checkpoint.pt"))
     assert resumed.step == 3
     resumed.fit()
@@ -74,7 +74,7 @@ def test_resume_after_a_crash_is_bit_identical(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    trainer = _experiment(tmp_path).trainer
+    trainer = _trainer(tmp_path)
     forward = trainer.algorithm.forward
 
     def nan_at_step_five(batch, step):
@@ -95,7 +95,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_nan_loss_can_be_skipped(tmp_path):
-    trainer = _experiment(tmp_path, **{"train.nonfinite": "skip"}).trainer
+    trainer = _trainer(tmp_path, **{"train.nonfinite": "skip"})
     forward = trainer.algorithm.forward
 
     def nan_on_even_steps(batch, step):
@@ -110,7 +110,7 @@ def test_nan_loss_can_be_skipped(tmp_path):
 
 
 def test_keep_last_checkpoints(tmp_path):
-    trainer = _experiment(tmp_path, **{"train.eval_every": 1, "train.keep_checkpoints": 3}).trainer
+    trainer = _trainer(tmp_path, **{"train.eval_every": 1, "train.keep_checkpoints": 3})
     trainer.fit()
     numbered = sorted(p.name for p in tmp_path.glob("checkpoint-*.pt"))
     assert numbered == ["checkpoint-00000005.pt", "checkpoint-00000006.pt"]
@@ -118,7 +118,7 @@ def test_keep_last_checkpoints(tmp_path):
 
 
 def test_metrics_history_and_summary(tmp_path):
-    trainer = _experiment(tmp_path).trainer
+    trainer = _trainer(tmp_path)
     summary = trainer.fit()
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and [r["step"] for r in trainer.history] == [3, 6]

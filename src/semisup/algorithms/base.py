@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from semisup.data.copies import UnlabeledCopies
 from semisup.math import prior
 
 
@@ -58,9 +59,13 @@ class Algorithm(nn.Module):
         - Declares `self.mu`, the unlabeled batch size as a multiple of the labeled one
           (0: no unlabeled data).
         - Never calls backward or the optimizer, never moves devices, logs or writes files.
-        - Returns `loss` plus detached monitoring scalars (`loss_x`, `loss_u`, `mask_rate`,
-          `pseudo_label_accuracy`, ...) and, optionally, `unlabeled_distribution`: the (C,) mean
-          predicted class distribution on the unlabeled batch (logged for the run report).
+        - Returns `loss` plus detached monitoring values, every one of them logged: scalars
+          (`loss_x`, `loss_u`, `mask_rate`, `pseudo_label_accuracy`, ...) and (C,) vectors
+          such as `unlabeled_distribution`, the mean predicted class distribution on the
+          unlabeled batch. Tensors that only `on_step_end` needs (embeddings for a bank, a
+          refined table) go under `out["state"]`, a dict that is never logged.
+        - May set `self.unlabeled_copies` (`semisup.data.copies`) to have the trainer draw
+          unlabeled images from an expanded set (RealMix's Extend).
         - Hyperparameters are keyword arguments of `__init__` with the paper's defaults; that
           signature is the only place they are defined.
 
@@ -95,6 +100,8 @@ class Algorithm(nn.Module):
         self.num_classes = info.num_classes
         self.views: dict[str, str] = {"x": "weak"}
         self.mu: int = 0
+        # An expansion of the unlabeled set the trainer draws from instead (RealMix's Extend).
+        self.unlabeled_copies: UnlabeledCopies | None = None
 
     def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         """Computes the losses for one batch. Subclasses implement this."""
@@ -103,18 +110,6 @@ class Algorithm(nn.Module):
     @torch.no_grad()
     def on_step_end(self, batch: dict[str, Tensor], out: dict[str, Tensor], step: int) -> None:
         """Updates internal state (banks, running distributions) after the optimizer step."""
-
-    def unlabeled_copies(self) -> int:
-        """How many versions of each unlabeled image the unlabeled set holds (RealMix's Extend).
-
-        The trainer then draws unlabeled positions from `copies × U` and passes them as
-        `u_idx`; `extend_unlabeled` turns the raw images into the copies. 1 = the plain set.
-        """
-        return 1
-
-    def extend_unlabeled(self, images: Tensor, u_idx: Tensor) -> Tensor:
-        """Raw uint8 unlabeled images → their copy `u_idx // U` (identity by default)."""
-        return images
 
     def logit_adjustment(self) -> Tensor | None:
         """A (C,) vector subtracted from the logits for "logit-adjusted" test accuracy, or None.

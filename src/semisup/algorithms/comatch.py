@@ -194,13 +194,16 @@ class CoMatch(Algorithm):
             "loss_c": loss_c.detach(),
             "graph_edges": (graph > 0).float().sum(dim=1).mean(),
             **pseudo.monitors(probs_u_w, targets_u.argmax(dim=-1), mask, batch.get("u_y")),
-            "queue_embeddings": torch.cat([z_u_w, z_x]).detach(),
-            "queue_probs": torch.cat([probs_aligned, one_hot]),
+            "state": {
+                "queue_embeddings": torch.cat([z_u_w, z_x]).detach(),
+                "queue_probs": torch.cat([probs_aligned, one_hot]),
+            },
         }
 
     @torch.no_grad()
     def on_step_end(self, batch: dict[str, Tensor], out: dict[str, Tensor], step: int) -> None:
         """Pushes this step's embeddings into the queue and its batch mean into the DA window."""
-        embeddings = distributed.all_gather_cat(out["queue_embeddings"])
-        self.queue.push(embeddings, distributed.all_gather_cat(out["queue_probs"]))
+        state = out["state"]
+        embeddings = distributed.all_gather_cat(state["queue_embeddings"])
+        self.queue.push(embeddings, distributed.all_gather_cat(state["queue_probs"]))
         self.da_queue.update(distributed.all_reduce_mean(out["unlabeled_distribution"]))

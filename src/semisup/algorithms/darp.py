@@ -190,11 +190,11 @@ class DARP(Algorithm):
         loss_x = F.cross_entropy(logits_x, batch["y"])
 
         # Pseudo-labels: the prediction during warm-up, then the refined table's row.
-        out: dict[str, Tensor] = {}
+        state: dict[str, Tensor] = {"probs_u_w": probs_u_w}
         targets_u = probs_u_w
         if step >= self.start_step and step % self.period == 0:
-            out["refined_table"] = self.refine(u_idx, probs_u_w)
-            targets_u = out["refined_table"][u_idx]
+            state["refined_table"] = self.refine(u_idx, probs_u_w)
+            targets_u = state["refined_table"][u_idx]
         elif step >= self.start_step:
             targets_u = self.refined[u_idx]
         mask = pseudo.confidence_mask(targets_u, self.threshold)
@@ -205,16 +205,16 @@ class DARP(Algorithm):
         per_image = F.cross_entropy(logits_u_s, pseudo_u.repeat(repeats), reduction="none")
         loss_u = (per_image * mask.repeat(repeats)).mean()
         return {
-            **out,
             **pseudo.loss_outputs(loss_x, loss_u, self.lambda_u),
             **pseudo.monitors(probs_u_w, pseudo_u, mask, batch.get("u_y")),
-            "probs_u_w": probs_u_w,
+            "state": state,
         }
 
     @torch.no_grad()
     def on_step_end(self, batch: dict[str, Tensor], out: dict[str, Tensor], step: int) -> None:
         """Stores this step's predictions (all ranks) and the table refined in this step."""
         u_idx = distributed.all_gather_cat(batch["u_idx"])
-        self.predictions[u_idx] = distributed.all_gather_cat(out["probs_u_w"])
-        if "refined_table" in out:
-            self.refined.copy_(out["refined_table"])
+        state = out["state"]
+        self.predictions[u_idx] = distributed.all_gather_cat(state["probs_u_w"])
+        if "refined_table" in state:
+            self.refined.copy_(state["refined_table"])

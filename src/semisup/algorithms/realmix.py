@@ -18,8 +18,9 @@ from torch import Tensor, nn
 from semisup.algorithms.base import TaskInfo
 from semisup.algorithms.mixmatch import MixMatch
 from semisup.algorithms.registry import ALGORITHMS
+from semisup.data.copies import ErasedCopies
 from semisup.errors import UserError
-from semisup.math import erasing, losses, pseudo, tsa
+from semisup.math import losses, pseudo, tsa
 from semisup.math.schedules import linear_rampup
 
 
@@ -91,9 +92,10 @@ class RealMix(MixMatch):
 
     Extend (a) generates copy c = u_idx // U of unlabeled image i = u_idx % U on the fly, from
     a hash of (`extend_seed`, c, i): nothing is materialised, each copy is the same whenever it
-    is drawn (see `semisup.math.erasing`). As in the code, the original images are not kept: the
-    unlabeled stream is the N erased copies only; `extend_keep_original` adds the originals
-    as copy 0 (then copies 1..N are erased). The trainer draws from all copies × U positions.
+    is drawn (`semisup.data.copies.ErasedCopies`, handed to the trainer as `unlabeled_copies`).
+    As in the code, the original images are not kept: the unlabeled stream is the N erased
+    copies only; `extend_keep_original` adds the originals as copy 0 (then copies 1..N are
+    erased). The trainer draws from all copies × U positions.
 
     Args:
         model: the classifier.
@@ -140,25 +142,15 @@ class RealMix(MixMatch):
             )
         if not 0.0 <= ood_fraction < 1.0:
             raise UserError(f"algorithm.ood_fraction (γ) must be in [0, 1), got {ood_fraction}")
-        self.extend_copies, self.extend_keep_original = extend_copies, extend_keep_original
-        self.extend_seed, self.erase_probability = extend_seed, erase_probability
+        if extend_copies > 0:
+            self.unlabeled_copies = ErasedCopies(
+                extend_copies,
+                extend_keep_original,
+                extend_seed,
+                erase_probability,
+                info.num_unlabeled,
+            )
         self.tsa_schedule, self.tsa_rule, self.ood_fraction = tsa_schedule, tsa_rule, ood_fraction
-
-    def unlabeled_copies(self) -> int:
-        """N erased copies (+ the originals with `extend_keep_original`); 1 without Extend."""
-        if self.extend_copies == 0:
-            return 1
-        return self.extend_copies + int(self.extend_keep_original)
-
-    def extend_unlabeled(self, images: Tensor, u_idx: Tensor) -> Tensor:
-        """Raw uint8 unlabeled images → their copy u_idx // U, erased on the fly."""
-        if self.extend_copies == 0:
-            return images
-        copy, image = u_idx // self.info.num_unlabeled, u_idx % self.info.num_unlabeled
-        erased = erasing.erase_copies(images, copy, image, self.extend_seed, self.erase_probability)
-        if self.extend_keep_original:
-            return torch.where((copy == 0)[:, None, None, None], images, erased)
-        return erased
 
     def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         probs_u, targets_u, logits, targets = self.guess_and_mix(batch)

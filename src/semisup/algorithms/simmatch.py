@@ -78,11 +78,11 @@ class SimMatch(Algorithm):
     target) and L_in = mean_μB H(q̂, q^s). Before `start_steps` (the code's first epoch) p̂ = p^w
     and L_in = 0. Gradients flow only through the labeled and strong views: the weak view and
     the bank are targets. After the optimizer step the bank takes the labeled embeddings of
-    this step's forward (online model, or the teacher; passed as `out["bank_embeddings"]`) at
-    the labeled indices `x_idx`, and the DA queue takes this step's un-aligned batch mean
-    (`out["unlabeled_distribution"]`); `forward` already divides by the queue as it will be
-    after that write, as the code does. Bank, queue and teacher are buffers/submodules, so
-    checkpoints hold them.
+    this step's forward (online model, or the teacher; passed as
+    `out["state"]["bank_embeddings"]`) at the labeled indices `x_idx`, and the DA queue takes
+    this step's un-aligned batch mean (`out["unlabeled_distribution"]`); `forward` already
+    divides by the queue as it will be after that write, as the code does. Bank, queue and
+    teacher are buffers/submodules, so checkpoints hold them.
 
     Args:
         model: the classifier (needs `forward_features`, `forward_head`, `num_features`).
@@ -194,13 +194,14 @@ class SimMatch(Algorithm):
             "loss_u": loss_u.detach(),
             "loss_in": loss_in.detach(),
             **pseudo.monitors(probs_u_w, targets_u.argmax(dim=-1), mask, batch.get("u_y")),
-            "bank_embeddings": z_x.detach(),
+            "state": {"bank_embeddings": z_x.detach()},
         }
 
     @torch.no_grad()
     def on_step_end(self, batch: dict[str, Tensor], out: dict[str, Tensor], step: int) -> None:
         """Bank write (eq. (12) or overwrite), DA queue push, EMA teacher step (eq. (11))."""
-        self.bank.update(batch["x_idx"], out["bank_embeddings"], batch["y"], self.bank_momentum)
+        embeddings = out["state"]["bank_embeddings"]
+        self.bank.update(batch["x_idx"], embeddings, batch["y"], self.bank_momentum)
         self.da_queue.update(out["unlabeled_distribution"])
         if self.teacher is not None:
             student = nn.ModuleDict({"model": self.model, "head": self.head})

@@ -17,9 +17,7 @@ plus pseudo_labels.json with the picks) and summary.json (the final generation's
 every generation's numbers). `--resume` skips finished generations (those with a summary.json)
 and continues the interrupted one from its last checkpoint.
 
-The command runs in one process: a generation with picks rebuilds the learner and trainer that
-`build_experiment` made for the original split (that function takes no split), and a DDP
-wrapper of the discarded learner would keep hooks on the shared model.
+The command runs in one process (a DDP run of several generations in turn is not supported).
 """
 
 from __future__ import annotations
@@ -38,20 +36,26 @@ import torch
 import yaml
 from torch import Tensor
 
-from semisup.algorithms import ALGORITHMS
 from semisup.algorithms.crest import (
     class_profile,
     generation_temperature,
     pick_pseudo_labels,
     sampling_rates,
 )
+from semisup.commands.rundir import (
+    default_run_dir,
+    flag_overrides,
+    resume_config,
+    resume_trainer,
+    write_json,
+    write_yaml,
+)
 from semisup.config import Config, build_config, read_yaml
 from semisup.data.ssl import SSLData
-from semisup.engine.checkpoint import load_checkpoint
 from semisup.engine.metrics import predict_logits
 from semisup.engine.trainer import Trainer
 from semisup.errors import UserError
-from semisup.experiment import Experiment, build_experiment, write_json, write_yaml
+from semisup.experiment import build_run, prepare_data
 
 log = logging.getLogger("semisup")
 
@@ -128,32 +132,16 @@ def with_picks(data: SSLData, positions: Tensor, labels: Tensor) -> SSLData:
     )
 
 
-def build_generation(cfg: Config, gen_dir: Path, picks: dict[str, Tensor] | None) -> Experiment:
-    """`build_experiment`, then (with picks) the learner and trainer again on the extended split.
+def build_generation(cfg: Config, gen_dir: Path, picks: dict[str, Tensor] | None) -> Trainer:
+    """The trainer of one generation: the original split, extended with `picks` if given.
 
-    The learner is rebuilt around the freshly initialised model with the extended labeled set
-    size (memory banks are indexed by it) and the original class counts (the class prior).
+    The learner's class prior stays the original labeled class counts.
     """
-    experiment = build_experiment(cfg, gen_dir)
-    if picks is None:
-        return experiment
-    first = experiment.trainer
-    data = with_picks(experiment.data, picks["pool_index"], picks["label"])
-    info = dataclasses.replace(first.algorithm.info, num_labeled=len(data.labeled_idx))
-    kwargs = {k: v for k, v in cfg.algorithm.items() if k != "name"}
-    algorithm = ALGORITHMS.get(cfg.algorithm["name"])(first.algorithm.model, info, **kwargs)
-    trainer = Trainer(
-        algorithm,
-        data,
-        first.engine,
-        first.optim_settings,
-        first.views,
-        gen_dir,
-        first.config,
-        first.callbacks,
-        first.loggers,
-    )
-    return Experiment(config=cfg, data=data, trainer=trainer)
+    data = prepare_data(cfg)
+    prior = data.labeled_class_counts()
+    if picks is not None:
+        data = with_picks(data, picks["pool_index"], picks["label"])
+    return build_run(cfg, data, gen_dir, labeled_class_counts=prior)
 
 
 def rebalanced_picks(
@@ -171,10 +159,10 @@ def rebalanced_picks(
     logits = predict_logits(
         trainer.ema.module,
         data.images[pool],
-        trainer.engine.eval_batch_size,
+        trainer.settings.eval_batch_size,
         trainer.device,
-        trainer.engine.channels_last,
-        trainer.engine.autocast_dtype,
+        trainer.runtime.channels_last,
+        trainer.runtime.autocast_dtype,
     )
     profile = class_profile(trainer.algorithm.info.labeled_class_counts, imbalance_ratio)
     rates = sampling_rates(profile, alpha)
@@ -199,14 +187,10 @@ def train_generation(
     cfg: Config, gen_dir: Path, picks: dict[str, Tensor] | None, settings: Settings
 ) -> None:
     """Trains (or finishes) one generation, then writes its picks and summary.json."""
-    experiment = build_generation(cfg, gen_dir, picks)
-    trainer, data = experiment.trainer, experiment.data
-    checkpoint = gen_dir / "checkpoint.pt"
-    if checkpoint.is_file():
-        trainer.load_state_dict(load_checkpoint(checkpoint, trainer.device))
-        with open(gen_dir / "metrics.jsonl", "w") as f:  # drop records after the checkpoint
-            f.writelines(json.dumps(r) + "\n" for r in trainer.history)
-        log.info("resuming %s at step %d", gen_dir, trainer.step)
+    trainer = build_generation(cfg, gen_dir, picks)
+    data = trainer.data
+    if (gen_dir / "checkpoint.pt").is_file():
+        resume_trainer(trainer, gen_dir)
     write_yaml(gen_dir / "config.yaml", cfg.to_dict())
     result = trainer.fit()
 
@@ -318,8 +302,6 @@ def resolve_settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> 
 
 def run(args: argparse.Namespace) -> int:
     """`semisup crest`: starts or resumes a CReST run and prints the final generation's result."""
-    from semisup.commands.cli import default_run_dir, flag_overrides, resume_config
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("semisup crest runs in one process; start it without torchrun")
     overrides = flag_overrides(args)

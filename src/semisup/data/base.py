@@ -11,6 +11,8 @@ from torch import Tensor
 
 from semisup.registry import Registry
 
+UNKNOWN = -1  # target of an unlabeled image whose class is not known
+
 
 @dataclass(frozen=True)
 class ImageDataset:

@@ -20,9 +20,8 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 
-from semisup.data.base import ImageDataset
+from semisup.data.base import UNKNOWN, ImageDataset
 from semisup.data.splits import labels_per_class, split_labeled
-from semisup.data.ssl import UNKNOWN
 from semisup.errors import UserError
 
 

@@ -10,13 +10,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from semisup.data.base import ImageDataset
+from semisup.data.base import UNKNOWN, ImageDataset
 from semisup.data.splits import split_labeled
 
 if TYPE_CHECKING:
     from semisup.data.protocols import SplitProtocol
-
-UNKNOWN = -1  # target of an unlabeled image whose class is not known
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
-"""One checkpoint dict, written atomically, read with clear errors."""
+"""One checkpoint dict, written atomically, read with clear errors; the RNG states it holds."""
 
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from semisup.errors import UserError
@@ -60,3 +62,24 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"(found {found!r})"
         )
     return state
+
+
+def rng_state(augment_generator: torch.Generator) -> dict[str, Any]:
+    """Every random number generator a step draws from: Python, NumPy, torch, CUDA, augmentation."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "augment": augment_generator.get_state(),
+    }
+
+
+def restore_rng(state: dict[str, Any], augment_generator: torch.Generator) -> None:
+    """Restores an `rng_state()`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    augment_generator.set_state(state["augment"])

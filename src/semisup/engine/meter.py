@@ -9,7 +9,7 @@ from torch import Tensor
 
 
 class ScalarMeter:
-    """Sums scalar (and distribution) outputs between evaluations without a device sync per step.
+    """Sums scalar and vector outputs between evaluations without a device sync per step.
 
     NaN values (e.g. pseudo-label accuracy when no pseudo-label passed the threshold) are left
     out of the mean of their key; a key with no valid value reads as None (JSON null).
@@ -25,10 +25,10 @@ class ScalarMeter:
         self.last: dict[str, Tensor] = {}
         self.skipped = 0
 
-    def add(self, out: dict[str, Tensor]) -> None:
-        """Adds one step's scalar outputs, and vectors under keys ending in "distribution"."""
+    def add(self, out: dict[str, Any]) -> None:
+        """Adds one step's outputs: scalars and vectors, every key but "state" (not logged)."""
         for key, value in out.items():
-            if value.numel() != 1 and not key.endswith("distribution"):
+            if key == "state":
                 continue
             value = value.detach().float().reshape(value.shape if value.numel() > 1 else ())
             valid = ~torch.isnan(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 
@@ -59,3 +60,15 @@ def median_last(values: Sequence[float], n: int = 20) -> float:
     if not values:
         raise ValueError("no values")
     return float(statistics.median(values[-n:]))
+
+
+def kl_divergence(p: list[float], q: list[float], eps: float = 1e-12) -> float:
+    """KL(p ‖ q) = Σ_c p_c log(p_c / q_c) in nats; terms with p_c = 0 are 0, q is floored at eps.
+
+    With p the labeled class distribution and q the model's mean prediction on unlabeled data,
+    this is the quantity the ReMixMatch paper plots over training (its Figure 2: without
+    distribution alignment the predicted marginal drifts away from the labeled one).
+    """
+    if len(p) != len(q):
+        raise ValueError(f"distributions of different lengths: {len(p)} and {len(q)}")
+    return sum(pc * math.log(pc / max(qc, eps)) for pc, qc in zip(p, q, strict=True) if pc > 0)

@@ -1,28 +1,17 @@
-"""Optimizers with weight decay on kernels only, coupled (SGD, L2) or decoupled (Adam)."""
+"""Optimizers with weight decay on kernels only, coupled (SGD, L2) or decoupled (Adam).
+
+Each function takes the `optim.*` section resolved against the algorithm's defaults (no None
+left; `semisup.experiment.resolve_optim`).
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from semisup.config import OptimConfig
 from semisup.errors import UserError
 from semisup.math.schedules import cosine_lr
-
-
-@dataclass(frozen=True)
-class OptimSettings:
-    """Resolved optimizer settings (config `optim.*` over the algorithm's defaults)."""
-
-    name: str
-    lr: float
-    momentum: float
-    nesterov: bool
-    weight_decay: float
-    decoupled_weight_decay: bool
-    schedule: str
-    cosine_factor: float
 
 
 def split_kernels(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -34,7 +23,7 @@ def split_kernels(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parame
     return kernels, others
 
 
-def build_optimizer(module: nn.Module, s: OptimSettings) -> torch.optim.Optimizer:
+def build_optimizer(module: nn.Module, s: OptimConfig) -> torch.optim.Optimizer:
     """SGD or Adam over `module`'s parameters.
 
     Coupled decay (FixMatch: L2 on kernels) goes into the kernels' parameter group; decoupled
@@ -50,7 +39,7 @@ def build_optimizer(module: nn.Module, s: OptimSettings) -> torch.optim.Optimize
     raise UserError(f"unknown optimizer '{s.name}'. Valid optimizers: adam, sgd")
 
 
-def learning_rate(s: OptimSettings, step: int, total_steps: int) -> float:
+def learning_rate(s: OptimConfig, step: int, total_steps: int) -> float:
     """The learning rate for `step` under the configured schedule."""
     if s.schedule == "cosine":
         return cosine_lr(step, total_steps, s.lr, s.cosine_factor)
@@ -60,7 +49,7 @@ def learning_rate(s: OptimSettings, step: int, total_steps: int) -> float:
 
 
 @torch.no_grad()
-def decay_kernels(optimizer: torch.optim.Optimizer, s: OptimSettings, lr: float) -> None:
+def decay_kernels(optimizer: torch.optim.Optimizer, s: OptimConfig, lr: float) -> None:
     """Decoupled weight decay after the step: kernels ← kernels · (1 − wd · lr) (MixMatch code)."""
     if s.decoupled_weight_decay and s.weight_decay:
         torch._foreach_mul_(optimizer.param_groups[0]["params"], 1.0 - s.weight_decay * lr)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from semisup.engine.metrics import kl_divergence
 from semisup.errors import UserError
 
 SKIPPED_KEYS = {"step"}
@@ -48,8 +49,6 @@ def record_scalars(
     record: dict[str, Any], labeled_distribution: Sequence[float] | None
 ) -> dict[str, float]:
     """The finite scalars of an evaluation record as {tag: value}, plus the KL divergence."""
-    from semisup.report.run_data import kl_divergence
-
     scalars = {
         scalar_tag(key): float(value)
         for key, value in record.items()

@@ -4,8 +4,9 @@
 this package does not import matplotlib.
 """
 
+from semisup.engine.metrics import kl_divergence
 from semisup.report.command import add_parser, report_after_training, run
-from semisup.report.run_data import RunData, kl_divergence, load_run
+from semisup.report.run_data import RunData, load_run
 
 __all__ = [
     "RunData",

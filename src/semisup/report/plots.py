@@ -12,13 +12,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from semisup.report.run_data import (
-    RunData,
-    class_names,
-    kl_divergence,
-    labeled_class_counts,
-    normalize,
-)
+from semisup.engine.metrics import kl_divergence
+from semisup.report.run_data import RunData, class_names, labeled_class_counts, normalize
 
 WIDE, TALL = (7.5, 3.2), (7.5, 4.2)
 MAX_NAMED_CLASSES = 20  # above this, class names are left off the axes

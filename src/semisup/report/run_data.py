@@ -99,23 +99,11 @@ def normalize(counts: list[float]) -> list[float]:
     return [c / total for c in counts]
 
 
-def kl_divergence(p: list[float], q: list[float], eps: float = 1e-12) -> float:
-    """KL(p ‖ q) = Σ_c p_c log(p_c / q_c) in nats; terms with p_c = 0 are 0, q is floored at eps.
-
-    With p the labeled class distribution and q the model's mean prediction on unlabeled data,
-    this is the quantity the ReMixMatch paper plots over training (its Figure 2: without
-    distribution alignment the predicted marginal drifts away from the labeled one).
-    """
-    if len(p) != len(q):
-        raise ValueError(f"distributions of different lengths: {len(p)} and {len(q)}")
-    return sum(pc * math.log(pc / max(qc, eps)) for pc, qc in zip(p, q, strict=True) if pc > 0)
-
-
 def labeled_class_counts(run: RunData) -> list[int] | None:
     """Labeled images per class: from summary.json, else rebuilt from config.yaml's split.
 
-    Rebuilding loads the data set and splits it exactly as training did (same seed), which is
-    how the report of a run still in progress gets the labeled distribution.
+    Rebuilding loads the data set and splits it exactly as training did (`build_data`, same
+    seed), which is how the report of a run still in progress gets the labeled distribution.
     """
     if run.summary and run.summary.get("labeled_class_counts"):
         return list(run.summary["labeled_class_counts"])
@@ -134,9 +122,7 @@ def class_names(run: RunData, num_classes: int) -> list[str]:
 
 def _rebuild_split(config: dict[str, Any]) -> Any:
     from semisup.config import config_from_dict
-    from semisup.experiment import build_experiment
+    from semisup.data.build import build_data
 
     cfg = config_from_dict(config)
-    cfg.train.device = "cpu"
-    cfg.train.progress = False
-    return build_experiment(cfg, None).data
+    return build_data(cfg.data, cfg.split_seed)
