@@ -22,7 +22,8 @@ from semisup.math import prior
 
 from .helpers import LogitsAsImages, as_images
 
-CIFAR10_LT_LABELS = (500, 300, 180, 108, 65, 39, 24, 14, 9, 5)  # §12 CR1, γ = 100, 10 %
+# docs/algorithms.md#numeric-checks CR1, γ = 100, 10 %
+CIFAR10_LT_LABELS = (500, 300, 180, 108, 65, 39, 24, 14, 9, 5)
 CR2 = [
     0.40293126,
     0.24155094,

@@ -133,7 +133,7 @@ def test_loss_and_gradients_match_a_direct_computation_with_detached_guesses(mon
     out = MixMatch(model, info(), lambda_u=75.0, rampup_steps=100)(batch, step=50)
     grads = torch.autograd.grad(out["loss"], list(model.parameters()))
 
-    # Written from algorithms.md §1, not from the implementation.
+    # Written from docs/algorithms.md#mixmatch, not from the implementation.
     with torch.no_grad():
         p = (model(batch["u_w0"]).softmax(1) + model(batch["u_w1"]).softmax(1)) / 2
         q = p**2 / (p**2).sum(dim=1, keepdim=True)

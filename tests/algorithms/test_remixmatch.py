@@ -168,9 +168,13 @@ def test_rotation_needs_square_images():
         algorithm(batch, step=0)
 
 
-# ======== parity with a reference written from algorithms.md §2 (not from the implementation) ====
+# ======== parity with a reference written from docs/algorithms.md#remixmatch ========
+# (not from the implementation)
 def _reference_step(model, head, batch, lam, perm, p_model, p_data, step, xe):
-    """One ReMixMatch loss, step by step as algorithms.md §2 describes it (K = 2, B = 8)."""
+    """One ReMixMatch loss, step by step as docs/algorithms.md#remixmatch
+
+    describes it (K = 2, B = 8).
+    """
     x, y, u_w, u_s = batch["x"], batch["y"], batch["u_w"], [batch["u_s0"], batch["u_s1"]]
     B = len(x)
     # 1. Rotation of u_s0 by fixed quarters, its own call, through the embedding and a 4-way head.

@@ -1,4 +1,4 @@
-"""CTAugment against algorithms.md §12 (C1–C6) and the original code's behaviour."""
+"""CTAugment against docs/algorithms.md#numeric-checks (C1–C6) and the original code's behaviour."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _single_op_policy(cta: CTAugment, name: str, levels: list[float]) -> Policy:
     return Policy(op_ids, slots)
 
 
-# ==== §12 C1–C6 ====
+# ==== docs/algorithms.md#numeric-checks C1–C6 ====
 
 
 def test_c1_proximity_is_the_true_class_probability():

@@ -1,9 +1,9 @@
 """Parity of the batched CTAugment ops (`semisup.augment.ops`) with the Pillow ops they replace.
 
 Every op is compared with a Pillow reference applied image by image exactly as
-google-research/fixmatch `libml/ctaugment.py` applies it (algorithms.md §3), on random images
-(RGB and grey, several sizes, one non-square, plus low-contrast, two-valued and constant images)
-and on real MNIST (grey) and CIFAR-10 JPEG (RGB) images.
+google-research/fixmatch `libml/ctaugment.py` applies it (docs/algorithms.md#ctaugment), on random
+images (RGB and grey, several sizes, one non-square, plus low-contrast, two-valued and constant
+images) and on real MNIST (grey) and CIFAR-10 JPEG (RGB) images.
 
 Tolerances achieved (max / mean abs pixel difference to Pillow): every op is bit-exact, 0 / 0.
 

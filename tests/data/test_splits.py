@@ -13,7 +13,7 @@ from semisup.errors import UserError
 
 
 def test_greedy_labels_per_class_matches_google_create_split():
-    # algorithms.md §12 E2 / E3.
+    # docs/algorithms.md#numeric-checks E2 / E3.
     assert labels_per_class(np.array([10] * 10), 40).tolist() == [4] * 10
     assert labels_per_class(np.array([100, 50, 50]), 8).tolist() == [4, 2, 2]
     svhn = np.array([13861, 10585, 8497, 7458, 6882, 5727, 5595, 5045, 4659, 4948])

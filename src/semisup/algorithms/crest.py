@@ -2,7 +2,7 @@
 
 Class-Rebalancing Self-Training retrains a semi-supervised learner for several generations;
 after each one, the most confident pseudo-labeled images join the labeled set, the rarer the
-predicted class the more of them (algorithms.md §7). This module holds the per-generation
+predicted class the more of them (docs/algorithms.md#crest). This module holds the per-generation
 learner (`crest`: FixMatch, and for CReST+ progressive distribution alignment) and the pure
 rebalancing math; `semisup.commands.crest_generations` runs the generations (`semisup crest`).
 
@@ -34,7 +34,8 @@ from semisup.math import prior
 def class_profile(counts: Sequence[int], imbalance_ratio: float | None) -> Tensor:
     """The data's class distribution gt_p (C,): γ^(−k/(C−1)), normalised, k = rank by `counts`.
 
-    §12 CR2 (γ = 100, C = 10, class 0 most frequent): [0.40293126, 0.24155094, …, 0.00402931].
+    docs/algorithms.md#numeric-checks CR2 (γ = 100, C = 10, class 0 most frequent):
+    [0.40293126, 0.24155094, …, 0.00402931].
 
     Args:
         counts: labeled images per class; they rank the classes (most frequent first, ties in
@@ -54,8 +55,9 @@ def class_profile(counts: Sequence[int], imbalance_ratio: float | None) -> Tenso
 def sampling_rates(profile: Tensor, alpha: float) -> Tensor:
     """μ_c = (gt_p[C−1−k] / gt_p[0])^(1/α) for the class at rank k (float64, (C,)).
 
-    §12 CR3 (CR2's profile, α = 3): [0.21544347, 0.25550971, …, 0.84319093, 1.0]: the most
-    frequent class keeps γ^(−1/3) of its predictions, the rarest all of them.
+    docs/algorithms.md#numeric-checks CR3 (CR2's profile, α = 3):
+    [0.21544347, 0.25550971, …, 0.84319093, 1.0]: the most frequent class keeps γ^(−1/3) of its
+    predictions, the rarest all of them.
     """
     order = profile.double().argsort(descending=True, stable=True)
     ranked = profile.double()[order]
@@ -64,9 +66,10 @@ def sampling_rates(profile: Tensor, alpha: float) -> Tensor:
 
 
 def generation_temperature(generation: int, generations: int, final: float) -> float:
-    """CReST+'s t_g = (1 − g/(G−1))·1 + (g/(G−1))·t_min (§12 CR4: G = 6 → 1.0, 0.9, …, 0.5).
+    """CReST+'s t_g = (1 − g/(G−1))·1 + (g/(G−1))·t_min.
 
-    A single generation (G = 1) uses t = 1.
+    docs/algorithms.md#numeric-checks CR4: G = 6 → 1.0, 0.9, …, 0.5. A single generation
+    (G = 1) uses t = 1.
     """
     progress = generation / (generations - 1) if generations > 1 else 0.0
     return (1.0 - progress) * 1.0 + progress * final

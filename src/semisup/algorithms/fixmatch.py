@@ -1,7 +1,7 @@
 """FixMatch (Sohn et al., NeurIPS 2020, https://arxiv.org/abs/2001.07685).
 
 A confident prediction on the weak view becomes a hard label for the strong view. Follows
-google-research/fixmatch `fixmatch.py` (algorithms.md §4).
+google-research/fixmatch `fixmatch.py` (docs/algorithms.md#fixmatch).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class FixMatch(Algorithm):
         self.lambda_u = lambda_u
         self.mu = mu
         self.temperature = temperature
-        # The strong view is CTAugment followed by a full-size cutout (algorithms.md §3).
+        # The strong view is CTAugment followed by a full-size cutout
+        # (docs/algorithms.md#ctaugment).
         self.views = {"x": "weak", "u_w": "weak", "u_s": "strong_cutout"}
 
     def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:

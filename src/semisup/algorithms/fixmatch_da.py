@@ -1,8 +1,9 @@
 """FixMatch with progressive distribution alignment: the "DA" rows of UDAL's Table 1.
 
-A baseline of the UDAL paper (Lazarow et al., Table 1; algorithms.md §7-8): ReMixMatch-style
-distribution alignment of FixMatch's pseudo-labels towards a target that moves from p_data
-towards uniform, optionally with Menon et al.'s logit-adjusted supervised loss ("+ LA (Sup)").
+A baseline of the UDAL paper (Lazarow et al., Table 1; docs/algorithms.md#fixmatch-da):
+ReMixMatch-style distribution alignment of FixMatch's pseudo-labels towards a target that moves
+from p_data towards uniform, optionally with Menon et al.'s logit-adjusted supervised loss
+("+ LA (Sup)").
 `semisup.algorithms.udal` maps every Table 1 row to an algorithm and its settings.
 """
 

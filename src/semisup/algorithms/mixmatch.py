@@ -3,7 +3,7 @@
 Guess a label for each unlabeled image by averaging the predictions on K weak augmentations and
 sharpening them; MixUp labeled and unlabeled images (with their labels and guesses) in one pool;
 train with cross-entropy on the mixed labeled part and a squared error on the mixed unlabeled
-part. Follows google-research/mixmatch `mixmatch.py` (algorithms.md §1).
+part. Follows google-research/mixmatch `mixmatch.py` (docs/algorithms.md#mixmatch).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """RealMix (Nair et al., 2019, https://arxiv.org/abs/1912.08766).
 
 MixMatch plus three parts, each switchable for ablation (uizard-technologies/realmix
-`realmix.py`, `scripts/make_aug_copy.py`; algorithms.md §5):
+`realmix.py`, `scripts/make_aug_copy.py`; docs/algorithms.md#realmix):
     (a) Extend: N randomly erased copies of the unlabeled set replace it (50 in the paper);
     (b) training-signal annealing (UDA's TSA) on the supervised loss, adapted to mixed labels;
     (c) out-of-distribution masking: the least confident γ of each unlabeled batch is dropped.
@@ -29,8 +29,8 @@ def soft_label_keep_mask(probs: Tensor, targets: Tensor, eta: float) -> Tensor:
     """RealMix's intended TSA rule for mixed labels: keep while some target class is unmet.
 
     An example is kept if any class c with ỹ_c > 0 has p_c < ỹ_c · η (for a one-hot ỹ this is
-    UDA's p_correct < η). §12 RM5 (ỹ = [0.7, 0.3, 0], η = 0.55): probs [0.3, 0.6, 0.1] → 1,
-    [0.6, 0.3, 0.1] → 0.
+    UDA's p_correct < η). docs/algorithms.md#numeric-checks RM5 (ỹ = [0.7, 0.3, 0], η = 0.55):
+    probs [0.3, 0.6, 0.1] → 1, [0.6, 0.3, 0.1] → 0.
 
     Args:
         probs: (N, C) predicted probabilities of the mixed labeled images.
@@ -49,8 +49,9 @@ def code_keep_mask(probs: Tensor, logits: Tensor, targets: Tensor, eta: float) -
     """The rule as the RealMix code computes it (`anneal_sup_loss`): η scales the logits.
 
     Class c is "unmet" when p_c · 1[ỹ_c > 0] < logit_c · η, and the example is kept if any class
-    is unmet, so a positive logit of a class absent from ỹ keeps it. §12 RM5: ỹ = [0.7, 0.3, 0],
-    η = 0.55, probs [0.6, 0.3, 0.1] with logits [1.0, 0.3, 0.8] → 1.
+    is unmet, so a positive logit of a class absent from ỹ keeps it.
+    docs/algorithms.md#numeric-checks RM5: ỹ = [0.7, 0.3, 0], η = 0.55, probs [0.6, 0.3, 0.1] with
+    logits [1.0, 0.3, 0.8] → 1.
     """
     unmet = probs * (targets > 0) < logits * eta
     return unmet.any(dim=-1).float()
@@ -60,8 +61,9 @@ def code_keep_mask(probs: Tensor, logits: Tensor, targets: Tensor, eta: float) -
 def ood_keep_mask(confidence: Tensor, fraction: float) -> Tensor:
     """RealMix's OOD mask with the code's strict cut: keep confidence > sorted(confidence)[⌊Nγ⌋].
 
-    So ⌊Nγ⌋ + 1 examples are dropped, not Nγ. §12 RM2: γ = 0.5, confidences
-    [0.9, 0.2, 0.5, 0.7, 0.3, 0.95, 0.6, 0.4] → threshold 0.6, mask [1, 0, 0, 1, 0, 1, 0, 0].
+    So ⌊Nγ⌋ + 1 examples are dropped, not Nγ. docs/algorithms.md#numeric-checks RM2: γ = 0.5,
+    confidences [0.9, 0.2, 0.5, 0.7, 0.3, 0.95, 0.6, 0.4] → threshold 0.6,
+    mask [1, 0, 0, 1, 0, 1, 0, 0].
 
     Args:
         confidence: (N,) max softmax of each mixed unlabeled example.
@@ -72,7 +74,9 @@ def ood_keep_mask(confidence: Tensor, fraction: float) -> Tensor:
 
 
 def masked_squared_error(squared_errors: Tensor, mask: Tensor) -> Tensor:
-    """Σ mask · (q − p)² / max(Σ mask · C, 1): the masked L_U of the code (§12 RM3: 0.1375).
+    """Σ mask · (q − p)² / max(Σ mask · C, 1): the masked L_U of the code.
+
+    docs/algorithms.md#numeric-checks RM3: 0.1375.
 
     Args:
         squared_errors: (N, C) per-class squared errors.

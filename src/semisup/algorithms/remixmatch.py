@@ -3,8 +3,8 @@
 MixMatch plus distribution alignment, augmentation anchoring (K strong CTAugment views learn the
 sharpened, aligned prediction on a weak view), a pre-mixup loss and a rotation loss. Follows
 google-research/remixmatch `cta/cta_remixmatch.py` (= `remixmatch_no_cta.py` with CTAugment and
-redux='1st'; algorithms.md §2), including what the paper leaves out: the weak view is part of
-the MixUp pool and only the last interleaved call updates BatchNorm running statistics.
+redux='1st'; docs/algorithms.md#remixmatch), including what the paper leaves out: the weak view is
+part of the MixUp pool and only the last interleaved call updates BatchNorm running statistics.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def rotate_quarters(images: Tensor) -> tuple[Tensor, Tensor]:
 
     Item i gets label ⌊4i / N⌋: 0 unrotated, 1 flipped on both axes (180°), 2 transposed then
     rows flipped (np.rot90 k=1, counter-clockwise), 3 transposed then columns flipped (k=−1).
-    §12 R4. Images must be square.
+    docs/algorithms.md#numeric-checks R4. Images must be square.
 
     Args:
         images: (N, C, H, W) with H = W.
@@ -99,7 +99,8 @@ class ReMixMatch(Algorithm):
 
     optim_defaults: ClassVar[dict[str, Any]] = MIXMATCH_OPTIM
     augment_defaults: ClassVar[dict[str, Any]] = {
-        "cta_sampling": "remixmatch",  # the remixmatch repo's segment sampling (§11.6)
+        # the remixmatch repo's segment sampling (docs/algorithms.md#ctaugment-variants)
+        "cta_sampling": "remixmatch",
         "cta_rescale": "remixmatch",  # ... and its no-op rescale
     }
 
@@ -190,7 +191,10 @@ class ReMixMatch(Algorithm):
     def total_loss(
         self, loss_x: Tensor, loss_u1: Tensor, loss_u: Tensor, loss_rot: Tensor, step: int
     ) -> Tensor:
-        """L_X + r·λ_Û1·L_Û1 + r·λ_U·L_U + λ_r·L_rot with the linear ramp r (§12 R5)."""
+        """L_X + r·λ_Û1·L_Û1 + r·λ_U·L_U + λ_r·L_rot with the linear ramp r.
+
+        docs/algorithms.md#numeric-checks R5.
+        """
         ramp = linear_rampup(step, self.rampup_steps)
         return (
             loss_x

@@ -2,7 +2,7 @@
 
 FixMatch-style semantic pseudo-labels plus instance similarities to a memory bank of labeled
 embeddings; "unfolding" and "aggregation" let the two kinds of pseudo-label refine each other.
-Two variants of the official code (algorithms.md §6, §11.10):
+Two variants of the official code (docs/algorithms.md#simmatch):
 
 * `simmatch` (CIFAR code, mirrored by USB): the online model produces every teacher signal, the
   bank is smoothed with momentum 0.7, DA queue of 32, τ = 0.95, λ_in = 1.
@@ -55,7 +55,7 @@ def align_with_queue(probs: Tensor, queue: Tensor) -> Tensor:
     The code writes the batch mean into the queue (initialised to zeros) before dividing, so
     the zeros only scale every class alike (`alignment.align` adds ε = 1e-6 to both sides,
     which the code does not; it only matters for a class predicted with probability ~0).
-    §12 S1: a first batch {[0.6, 0.3, 0.1],
+    docs/algorithms.md#numeric-checks S1: a first batch {[0.6, 0.3, 0.1],
     [0.2, 0.3, 0.5]} turns row 1 into [0.52941176, 0.35294118, 0.11764706].
 
     Args:

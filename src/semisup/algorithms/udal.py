@@ -1,14 +1,15 @@
-"""UDAL: Unifying Distribution Alignment as a Loss (Lazarow et al.; algorithms.md §8).
+"""UDAL: Unifying Distribution Alignment as a Loss (Lazarow et al.; docs/algorithms.md#udal).
 
 Progressive distribution alignment moved into the losses as logit adjustment: the supervised
 logits are shifted by log(p_data / π_t) and the strong-view logits by log(p̂ / π_t), with
 π_t = Normalize(p_data^α_t) moving from p_data towards uniform as α_t falls to α_min.
 
-No official code exists. This follows the paper's Algorithm 1 and the reconstruction of §8:
-p_data is the exact labeled class histogram (`TaskInfo.labeled_class_counts`), p̂ an EMA
-(0.999, from uniform) of the mean weak-view softmax updated after each step (so a step's loss
-uses the estimate from before its batch), and t/T counts optimizer steps (Algorithm 1 counts
-epochs; with 1,024-step epochs the two differ by under one epoch).
+No official code exists. This follows the paper's Algorithm 1 and the reconstruction in
+docs/algorithms.md#udal: p_data is the exact labeled class histogram
+(`TaskInfo.labeled_class_counts`), p̂ an EMA (0.999, from uniform) of the mean weak-view softmax
+updated after each step (so a step's loss uses the estimate from before its batch), and t/T
+counts optimizer steps (Algorithm 1 counts epochs; with 1,024-step epochs the two differ by
+under one epoch).
 
 Rows of the paper's Table 1 (CIFAR-10-LT, β = 10 %) and how to run them here:
 

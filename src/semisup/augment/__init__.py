@@ -21,7 +21,7 @@ STRONG_POLICIES = ("ctaugment", "randaugment", "randaugment_crest", "none")
 def full_cutout(images: Tensor, generator: torch.Generator) -> Tensor:
     """CTAugment's cutout op at level 1: a grey square of half the side at a random centre.
 
-    FixMatch appends it to every CTAugment strong view (algorithms.md §3).
+    FixMatch appends it to every CTAugment strong view (docs/algorithms.md#ctaugment).
     """
     level = torch.ones(len(images), device=images.device)
     return OPS["cutout"].fn(images, level, generator=generator)

@@ -2,7 +2,7 @@
 
 Each mapping takes float64 levels ``v`` in [0, 1] and evaluates the reference expression in
 the same double-precision operation order as the Python original, so the arguments are the
-ones Pillow received there (values from algorithms.md §12 C5 in the docstrings).
+ones Pillow received there (values from docs/algorithms.md#numeric-checks C5 in the docstrings).
 """
 
 from __future__ import annotations

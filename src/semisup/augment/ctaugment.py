@@ -83,7 +83,7 @@ class CTAugment:
     Rates are float64 CPU tensors: the update is a long sequential exponential average
     (64 examples × 2 ops every step for 2^20 steps) run on the CPU in the order the code uses,
     and float64 keeps it free of float32 rounding, so the thresholded bins follow the exact math
-    the reference values (§12 C3–C6 of the spec) are computed with.
+    the reference values (docs/algorithms.md#numeric-checks C3–C6) are computed with.
 
     Example:
         >>> cta = CTAugment(cutout_after=True)  # FixMatch's strong augmentation

@@ -1,8 +1,8 @@
 """The CTAugment op table: 19 batched image ops, bit-exact with the Pillow ops they replace.
 
-Reference: google-research/fixmatch ``libml/ctaugment.py`` (algorithms.md §3). Each op maps a
-magnitude ``v`` in [0, 1] to an argument exactly as that code does and then reproduces the
-Pillow call bit for bit (see ``_color``, ``_filters`` and ``_geometry`` for how):
+Reference: google-research/fixmatch ``libml/ctaugment.py`` (docs/algorithms.md#ctaugment). Each op
+maps a magnitude ``v`` in [0, 1] to an argument exactly as that code does and then reproduces
+the Pillow call bit for bit (see ``_color``, ``_filters`` and ``_geometry`` for how):
 
 =============  ======  =================================================================
 op             bins    mapping (``v`` = level of the image)

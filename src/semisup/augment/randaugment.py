@@ -4,7 +4,8 @@ Cubuk et al., "RandAugment", CVPR-W 2020. Each image gets `num_layers` ops drawn
 replacement, each applied with probability `prob` at a random magnitude, then one cutout. The
 two Google codes differ in op list, magnitude scale and cutout size; each class follows its code
 and maps every (op, magnitude) onto the level v ∈ [0, 1] of our op table (the CTAugment ops,
-spec §3) so that the op's argument equals the code's. Randomness comes only from the generator.
+docs/algorithms.md#ctaugment) so that the op's argument equals the code's. Randomness comes only
+from the generator.
 
 Deviations shared by both (the op table's ops are the CTAugment ones):
 
@@ -161,7 +162,7 @@ class CReSTRandAugment:
         return apply_policy(images, policy, self.op_table, generator)
 
 
-# ==== inverses of the CTAugment level mappings (spec §3): argument -> v ====
+# ==== inverses of the CTAugment level mappings (docs/algorithms.md#ctaugment): argument -> v ====
 
 
 def _v_rotate(degrees: Tensor) -> Tensor:

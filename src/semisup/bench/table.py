@@ -19,7 +19,8 @@ from pathlib import Path
 from semisup.bench.suite import Cell, Suite, check_cell
 from semisup.report.run_data import read_history
 
-LAST_N = 20  # the papers' statistic: median of the last 20 evaluations (algorithms.md §9)
+# The papers' statistic: median of the last 20 evaluations (docs/algorithms.md#evaluation).
+LAST_N = 20
 
 
 @dataclass(frozen=True)

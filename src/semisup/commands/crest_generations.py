@@ -1,7 +1,7 @@
 """`semisup crest`: CReST / CReST+ generational self-training as one resumable command.
 
 Each generation g = 0..G−1 (Wei et al., CVPR 2021; google-research/crest
-`util/semisup.py::train_generations`; algorithms.md §7):
+`util/semisup.py::train_generations`; docs/algorithms.md#crest):
 
 1. labeled set = the original labeled split + the picks of generation g−1 with their
    pseudo-labels (picks do not accumulate); the unlabeled set and the class prior stay those of

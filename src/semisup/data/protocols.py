@@ -4,10 +4,11 @@ Each protocol is a pure function of (data set, num_labels, seed): it decides whi
 images are labeled and which are unlabeled, and may relabel classes (class mismatch keeps only
 the labeled classes, renumbered). `build_ssl_data` applies it before assembling the pool.
 
-* `LongTail` (CIFAR-10-LT of Cui et al. 2019, used by CReST and UDAL; algorithms.md §9):
+* `LongTail` (CIFAR-10-LT of Cui et al. 2019, used by CReST and UDAL; docs/algorithms.md#long-tail):
   class k keeps N_k = int(N_1 · γ^(−k/(C−1))) random images, ceil(β · N_k) of them labeled.
-* `ClassMismatch` (Oliver et al. 2018, used by RealMix; algorithms.md §5): 6 labeled classes;
-  the unlabeled set holds 4 classes, of which `percent` % are classes with no labels at all.
+* `ClassMismatch` (Oliver et al. 2018, used by RealMix; docs/algorithms.md#class-mismatch): 6
+  labeled classes; the unlabeled set holds 4 classes, of which `percent` % are classes with no
+  labels at all.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def long_tail_counts(max_count: int, num_classes: int, imbalance_ratio: float) -
     """Images per class of a long-tailed set: N_k = int(N_1 · (1/γ)^(k/(C−1))), k = 0..C−1.
 
     The exact expression of Cui et al.'s `generate_cifar_tfrecords_im.py` (CReST's data), so
-    CIFAR-10 with γ=100 gives [5000, 2997, ..., 83, 50] (algorithms.md §12 CR1).
+    CIFAR-10 with γ=100 gives [5000, 2997, ..., 83, 50] (docs/algorithms.md#numeric-checks CR1).
     """
     exponents = np.arange(num_classes) / max(num_classes - 1.0, 1.0)
     return np.array([int(max_count * (1.0 / imbalance_ratio) ** e) for e in exponents])
@@ -80,7 +81,8 @@ class LongTail:
         - "same" (CReST, UDAL): the other N_k − L_k images of the long-tailed set; with
           `unlabeled_includes_labeled` (the default) all N_k, because the CReST code (on which
           UDAL is built) streams the whole training set, labeled images included, as unlabeled
-          data (algorithms.md §7 step 1). The profile is the same either way up to the labels.
+          data (docs/algorithms.md#crest, step 1). The profile is the same either way up to the
+          labels.
         - "reversed" (DARP / USB protocol): class k gets as many unlabeled images as the
           "same" rule gives class C−1−k, drawn from class k's images outside the labeled set.
         - "uniform": every class gets as many as the "same" rule gives the head class.

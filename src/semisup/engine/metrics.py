@@ -56,7 +56,10 @@ def classification_metrics(predictions: Tensor, targets: Tensor, num_classes: in
 
 
 def median_last(values: Sequence[float], n: int = 20) -> float:
-    """Median of the last `n` values: the papers' reported accuracy (algorithms.md §0, E1)."""
+    """Median of the last `n` values: the papers' reported accuracy.
+
+    See docs/algorithms.md#evaluation and docs/algorithms.md#numeric-checks E1.
+    """
     if not values:
         raise ValueError("no values")
     return float(statistics.median(values[-n:]))

@@ -1,10 +1,11 @@
 """Random erasing whose every draw is a hash of (seed, copy, image): RealMix's Extend copies.
 
-RealMix (algorithms.md §5a, `scripts/make_aug_copy.py` + `third_party/random_eraser_tf.py`)
-writes N augmented copies of the unlabeled set to disk. Here copy c of image i is recomputed
-whenever it is drawn: its random numbers come from a counter-based hash of (seed, c, i, k)
-(k numbers the draws), not from a generator, so the same copy is identical in every epoch, on
-every device and after a resume, and nothing is stored (50 copies of CIFAR-10 would be 7.5 GB).
+RealMix (docs/algorithms.md#realmix-extend, `scripts/make_aug_copy.py` +
+`third_party/random_eraser_tf.py`) writes N augmented copies of the unlabeled set to disk. Here
+copy c of image i is recomputed whenever it is drawn: its random numbers come from a
+counter-based hash of (seed, c, i, k) (k numbers the draws), not from a generator, so the same
+copy is identical in every epoch, on every device and after a resume, and nothing is stored
+(50 copies of CIFAR-10 would be 7.5 GB).
 
 The eraser, per image (Zhong et al.'s random erasing as in the RealMix code, but drawn per image
 as intended; the code's TF wrapper drew once for the whole data set):

@@ -1,7 +1,8 @@
 """MixUp over one shuffled pool and the interleaved forward of MixMatch / ReMixMatch / RealMix.
 
 Follows libml/layers.py of google-research/mixmatch and remixmatch (`MixMode('xxy.yxy')`,
-`interleave_offsets`, `interleave`) and algorithms.md §1 steps 3-4, §2 steps 4-5, §12 M3/M5.
+`interleave_offsets`, `interleave`) and docs/algorithms.md#mixmatch steps 3-4,
+docs/algorithms.md#remixmatch steps 5-6, docs/algorithms.md#numeric-checks M3/M5.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def mixup(
 def interleave_offsets(batch: int, nu: int) -> list[int]:
     """Chunk boundaries that split a batch into nu + 1 near-equal chunks, larger chunks last.
 
-    §12 M5: (64, 2) → [0, 21, 42, 64]; (64, 9) → [0, 6, 12, 18, 24, 30, 36, 43, 50, 57, 64].
+    docs/algorithms.md#numeric-checks M5: (64, 2) → [0, 21, 42, 64];
+    (64, 9) → [0, 6, 12, 18, 24, 30, 36, 43, 50, 57, 64].
 
     Args:
         batch: items per forward batch.
@@ -107,8 +109,8 @@ def interleave_index(batch: int, groups: int, device: torch.device) -> Tensor:
 def interleave(rows: Tensor, batch: int) -> Tensor:
     """The libml `interleave` on a concatenation of equal batches (an involution: apply it to undo).
 
-    §12 M5: batches x, a, b of 6 become [x0 x1 a2 a3 b4 b5], [a0 a1 x2 x3 a4 a5],
-    [b0 b1 b2 b3 x4 x5].
+    docs/algorithms.md#numeric-checks M5: batches x, a, b of 6 become [x0 x1 a2 a3 b4 b5],
+    [a0 a1 x2 x3 a4 a5], [b0 b1 b2 b3 x4 x5].
 
     Args:
         rows: (groups·batch, ...) the batches concatenated along dim 0.

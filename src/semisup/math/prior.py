@@ -1,6 +1,6 @@
 """Class priors for long-tailed SSL: progressive targets and logit adjustment (UDAL, CReST+).
 
-Pure functions of the UDAL paper (Lazarow et al.; algorithms.md §8) and its Algorithm 1:
+Pure functions of the UDAL paper (Lazarow et al.; docs/algorithms.md#udal) and its Algorithm 1:
     `class_prior`: p_data from labeled class counts;
     `alpha_schedule`: α_t = 1 − (1 − α_min)(t/T)^k, eq. (10) (k = 1 is CReST+'s eq. (4));
     `progressive_target`: π_t = Normalize(p_data^α_t), eq. (2);
@@ -38,7 +38,8 @@ def class_prior(counts: Sequence[int]) -> Tensor:
 def alpha_schedule(progress: float, alpha_min: float, k: float) -> float:
     """α_t = 1 − (1 − α_min) · (t/T)^k, UDAL eq. (10).
 
-    §12 U1 (α_min = 0.1, k = 2): progress 0 / 0.25 / 0.5 / 1 → 1.0 / 0.94375 / 0.775 / 0.1.
+    docs/algorithms.md#numeric-checks U1 (α_min = 0.1, k = 2): progress 0 / 0.25 / 0.5 / 1 →
+    1.0 / 0.94375 / 0.775 / 0.1.
     k = 0 holds α at α_min from the start (the paper's "no schedule" ablation, Fig. 3c).
 
     Args:
@@ -61,7 +62,8 @@ def logit_shift(current: Tensor, target: Tensor) -> Tensor:
 
     Adding it to the logits inside a cross-entropy makes the trained f(x) predict with the
     prior `target` instead of `current` (Menon et al.'s logit-adjusted loss; UDAL eq. (6), (9)).
-    §12 U2: p_data = [0.8, 0.2], α = 0.5 → π = [2/3, 1/3], shift [0.18232156, −0.51082562].
+    docs/algorithms.md#numeric-checks U2: p_data = [0.8, 0.2], α = 0.5 → π = [2/3, 1/3],
+    shift [0.18232156, −0.51082562].
     """
     return torch.log(current / (target + TARGET_EPS))
 

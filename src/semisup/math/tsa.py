@@ -3,7 +3,8 @@
 Early in training a labeled example only contributes to the loss while the model's probability of
 its correct class is at most a threshold η that rises from 1/C to 1 as training progresses, so
 the model cannot fit the few labels before it has learned from the unlabeled data. Follows
-google-research/uda `image/main.py` (`get_tsa_threshold`, `anneal_sup_loss`); algorithms.md §5(b).
+google-research/uda `image/main.py` (`get_tsa_threshold`, `anneal_sup_loss`);
+docs/algorithms.md#tsa.
 
 The API, used by UDA and RealMix:
     1. `threshold(schedule, progress, num_classes)`: η for the fraction of training done;

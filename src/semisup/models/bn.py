@@ -2,7 +2,7 @@
 
 The Google SSL code runs several training-mode forward calls per step and keeps the running
 (moving-average) BatchNorm updates of only one of them (MixMatch: the first interleaved call,
-ReMixMatch: the last; algorithms.md §0, §11.3). In PyTorch every training-mode call updates the
+ReMixMatch: the last; docs/algorithms.md#batchnorm). In PyTorch every training-mode call updates the
 running statistics, so the other calls run inside `frozen_running_stats`.
 """
 

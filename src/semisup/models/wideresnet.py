@@ -1,9 +1,9 @@
 """Wide ResNet as in the MixMatch/ReMixMatch/FixMatch code (libml/models.py `ResNet`).
 
-Faithful details (algorithms.md §0): a 3x3 stem with 16 channels; `scales` stages of `repeat=4`
-pre-activation residual blocks with `filters << scale` channels; the first block of stage 0
-shortcuts the *activated* input ("activate before residual"); 1x1 projection shortcuts where the
-width changes; BatchNorm with TF momentum 0.999 and epsilon 1e-3 (PyTorch momentum 0.001,
+Faithful details (docs/algorithms.md#wide-resnet): a 3x3 stem with 16 channels; `scales` stages
+of `repeat=4` pre-activation residual blocks with `filters << scale` channels; the first block of
+stage 0 shortcuts the *activated* input ("activate before residual"); 1x1 projection shortcuts
+where the width changes; BatchNorm with TF momentum 0.999 and epsilon 1e-3 (PyTorch momentum 0.001,
 eps 1e-3); LeakyReLU(0.1); convolutions with bias, initialised N(0, 1/(0.5·k²·out_channels)); a
 Glorot-normal (truncated) dense classifier. Strided 3x3 convolutions pad like TF's 'same'
 (0 before, 1 after), so the kernel centres on odd pixels as in the original.

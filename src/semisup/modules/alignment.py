@@ -25,8 +25,8 @@ from semisup import distributed
 def align(probs: Tensor, target: Tensor, p_model: Tensor, eps: float = 1e-6) -> Tensor:
     """Normalize(p · (ε + target) / (ε + p_model)), row-wise (remixmatch `guess_label`, use_dm).
 
-    §12 R1: p = [0.6, 0.3, 0.1], uniform target, p_model = [0.5, 0.3, 0.2] →
-    [0.44444491, 0.37037027, 0.18518482].
+    docs/algorithms.md#numeric-checks R1: p = [0.6, 0.3, 0.1], uniform target,
+    p_model = [0.5, 0.3, 0.2] → [0.44444491, 0.37037027, 0.18518482].
 
     Args:
         probs: (N, C) predicted distributions.
@@ -46,8 +46,8 @@ def _batch_mean(probs: Tensor, num_classes: int) -> Tensor:
 class WindowMean(nn.Module):
     """Mean of the last `window` batch means, renormalised (libml `PMovingAverage`).
 
-    §12 R2: 128 uniform rows over 3 classes, then one update with [0.6, 0.3, 0.1] →
-    [0.33541667, 0.33307292, 0.33151042].
+    docs/algorithms.md#numeric-checks R2: 128 uniform rows over 3 classes, then one update with
+    [0.6, 0.3, 0.1] → [0.33541667, 0.33307292, 0.33151042].
 
     Args:
         num_classes: C.
@@ -82,8 +82,8 @@ class WindowMean(nn.Module):
 class EMADistribution(nn.Module):
     """d ← m·d + (1 − m)·mean(batch), read renormalised (libml `PData.update`).
 
-    §12 R3: uniform over 3 classes, one update with one-hot labels [0, 0, 1, 2] →
-    [0.3335, 0.33325, 0.33325].
+    docs/algorithms.md#numeric-checks R3: uniform over 3 classes, one update with one-hot labels
+    [0, 0, 1, 2] → [0.3335, 0.33325, 0.33325].
 
     Args:
         num_classes: C.

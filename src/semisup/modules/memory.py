@@ -17,8 +17,8 @@ from semisup import distributed
 def momentum_update(old: Tensor, new: Tensor, momentum: float) -> Tensor:
     """Normalize(m · old + (1 − m) · new), row-wise (SimMatch eq. (12), CIFAR code with m = 0.7).
 
-    m = 0 overwrites (the ImageNet code). §12 S4: old = e1, new = e2, m = 0.7 →
-    [0.91914503, 0.39391930].
+    m = 0 overwrites (the ImageNet code). docs/algorithms.md#numeric-checks S4: old = e1, new = e2,
+    m = 0.7 → [0.91914503, 0.39391930].
 
     Args:
         old: (N, D) stored unit embeddings.
