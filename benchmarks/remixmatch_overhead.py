@@ -28,14 +28,14 @@ import torch
 from torch import Tensor, nn
 
 from semisup.algorithms.base import TaskInfo
-from semisup.algorithms.mixmatch import MIXMATCH_OPTIM
+from semisup.algorithms.presets import MIXMATCH_ADAM
 from semisup.algorithms.remixmatch import ReMixMatch
 from semisup.config import OptimConfig
 from semisup.engine.optim import build_optimizer, decay_kernels
 from semisup.models import build_model
 
 STEP = 20_000  # past the ramp: every loss term is active
-SETTINGS = OptimConfig(**MIXMATCH_OPTIM)
+SETTINGS = OptimConfig(**MIXMATCH_ADAM)
 
 
 class PooledLinear(nn.Module):

@@ -4,16 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from semisup.algorithms.simmatch import (
-    SimMatch,
-    SimMatchImageNet,
-    aggregate,
-    align_with_queue,
-    unfold,
-)
+from semisup.algorithms.simmatch import SimMatch, SimMatchImageNet, aggregate, unfold
 from semisup.config import build_config
 from semisup.engine.checkpoint import load_checkpoint
 from semisup.experiment import build_trainer
+from semisup.modules.alignment import align_with_queue
 from semisup.modules.memory import momentum_update
 
 from .helpers import TinyNet, info

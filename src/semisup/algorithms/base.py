@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from semisup.algorithms.presets import FIXMATCH_SGD
 from semisup.data.copies import UnlabeledCopies
 from semisup.math import prior
 
@@ -74,16 +75,7 @@ class Algorithm(nn.Module):
     them. The base defaults are FixMatch's (SGD + Nesterov, cosine; fixmatch-repo CTAugment).
     """
 
-    optim_defaults: ClassVar[dict[str, Any]] = {
-        "name": "sgd",
-        "lr": 0.03,
-        "momentum": 0.9,
-        "nesterov": True,
-        "weight_decay": 5e-4,
-        "decoupled_weight_decay": False,
-        "schedule": "cosine",
-        "cosine_factor": 7 / 16,
-    }
+    optim_defaults: ClassVar[dict[str, Any]] = FIXMATCH_SGD
     augment_defaults: ClassVar[dict[str, Any]] = {
         "cta_sampling": "fixmatch",
         "cta_rescale": "fixmatch",

@@ -34,9 +34,9 @@ from torch import Tensor, nn
 from semisup import distributed
 from semisup.algorithms.base import Algorithm, TaskInfo
 from semisup.algorithms.registry import ALGORITHMS
-from semisup.algorithms.simmatch import align_with_queue
 from semisup.errors import UserError
 from semisup.math import losses, pseudo
+from semisup.modules import alignment
 from semisup.modules.alignment import WindowMean
 from semisup.modules.heads import ProjectionHead
 from semisup.modules.memory import EmbeddingQueue
@@ -166,7 +166,7 @@ class CoMatch(Algorithm):
 
         # Pseudo-labels: DA towards uniform, then memory smoothing once the queue is full.
         probs_u_w = logits_u_w.detach().float().softmax(dim=-1)
-        probs_aligned = align_with_queue(probs_u_w, self.da_queue.history)
+        probs_aligned = alignment.align_with_queue(probs_u_w, self.da_queue.history)
         targets_u = probs_aligned
         if int(self.queue.count) > self.queue.size:
             targets_u = memory_smoothing(

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from semisup import distributed
 from semisup.algorithms.base import Algorithm, TaskInfo
-from semisup.algorithms.mixmatch import MIXMATCH_OPTIM
+from semisup.algorithms.presets import MIXMATCH_ADAM
 from semisup.algorithms.registry import ALGORITHMS
 from semisup.errors import UserError
 from semisup.math import prior, pseudo
@@ -134,7 +134,7 @@ class DARP(Algorithm):
             refines from epoch 201 of 500 with `--warm 200`).
     """
 
-    optim_defaults: ClassVar[dict[str, Any]] = MIXMATCH_OPTIM
+    optim_defaults: ClassVar[dict[str, Any]] = MIXMATCH_ADAM
 
     def __init__(
         self,

@@ -6,13 +6,13 @@ google-research/fixmatch `fixmatch.py` (docs/algorithms.md#fixmatch).
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semisup.algorithms.base import Algorithm, TaskInfo
 from semisup.algorithms.registry import ALGORITHMS
-from semisup.math import pseudo
+from semisup.math import losses, pseudo
+from semisup.models import forward
 
 
 @ALGORITHMS.register("fixmatch")
@@ -50,46 +50,11 @@ class FixMatch(Algorithm):
         self.views = {"x": "weak", "u_w": "weak", "u_s": "strong_cutout"}
 
     def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
-        logits_x, logits_u_w, logits_u_s = forward_three_views(self.model, batch)
+        logits_x, logits_u_w, logits_u_s = forward.forward_three_views(self.model, batch)
         loss_x = F.cross_entropy(logits_x, batch["y"])  # eq. (2)
         probs_u_w = (logits_u_w.detach() / self.temperature).softmax(dim=-1)
-        loss_u, mask, pseudo_u = hard_label_loss(logits_u_s, probs_u_w, self.threshold)
+        loss_u, mask, pseudo_u = losses.hard_label_loss(logits_u_s, probs_u_w, self.threshold)
         return {
             **pseudo.loss_outputs(loss_x, loss_u, self.lambda_u),
             **pseudo.monitors(probs_u_w, pseudo_u, mask, batch.get("u_y")),
         }
-
-
-def forward_three_views(
-    model: nn.Module, batch: dict[str, Tensor]
-) -> tuple[Tensor, Tensor, Tensor]:
-    """FixMatch's single call over concat(x, u_w, u_s): float logits of x, u_w and u_s.
-
-    BatchNorm normalises the three parts with shared batch statistics and updates its running
-    statistics once, as in the original code.
-    """
-    x, u_w, u_s = batch["x"], batch["u_w"], batch["u_s"]
-    logits = model(torch.cat([x, u_w, u_s])).float()
-    logits_x, logits_u_w, logits_u_s = logits.split([len(x), len(u_w), len(u_s)])
-    return logits_x, logits_u_w, logits_u_s
-
-
-def hard_label_loss(
-    logits_u_s: Tensor, probs: Tensor, threshold: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """FixMatch's unlabeled loss, eq. (4): masked CE of argmax(probs) on the strong-view logits.
-
-    The mean runs over ALL μB unlabeled images (masked ones count as zero), as in the code.
-
-    Args:
-        logits_u_s: (μB, C) strong-view logits (any logit adjustment already added).
-        probs: (μB, C) the weak-view probabilities that make the pseudo-labels, no gradient.
-        threshold: τ (≥), eq. (3).
-
-    Returns:
-        (loss_u, mask (μB,), pseudo-labels (μB,)).
-    """
-    mask = pseudo.confidence_mask(probs, threshold)
-    pseudo_u = probs.argmax(dim=-1)
-    loss_u = (F.cross_entropy(logits_u_s, pseudo_u, reduction="none") * mask).mean()
-    return loss_u, mask, pseudo_u

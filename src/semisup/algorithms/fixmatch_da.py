@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semisup.algorithms.base import Algorithm, PriorTracking, TaskInfo
-from semisup.algorithms.fixmatch import forward_three_views, hard_label_loss
 from semisup.algorithms.registry import ALGORITHMS
-from semisup.math import prior, pseudo
+from semisup.math import losses, prior, pseudo
+from semisup.models import forward
 from semisup.modules import alignment
 
 
@@ -68,7 +68,7 @@ class FixMatchDA(PriorTracking, Algorithm):
         self.track_priors(info, alignment.WindowMean(info.num_classes, window), la_inference)
 
     def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
-        logits_x, logits_u_w, logits_u_s = forward_three_views(self.model, batch)
+        logits_x, logits_u_w, logits_u_s = forward.forward_three_views(self.model, batch)
 
         # Labeled CE, optionally logit-adjusted towards uniform ("LA (Sup)").
         if self.la_supervised:
@@ -82,7 +82,7 @@ class FixMatchDA(PriorTracking, Algorithm):
         if self.distribution_alignment:
             target = prior.progressive_target(self.p_data, alpha)
             probs_used = alignment.align(probs_u_w, target, self.p_model())
-        loss_u, mask, pseudo_u = hard_label_loss(logits_u_s, probs_used, self.threshold)
+        loss_u, mask, pseudo_u = losses.hard_label_loss(logits_u_s, probs_used, self.threshold)
         return {
             **pseudo.loss_outputs(loss_x, loss_u, self.lambda_u),
             **pseudo.monitors(probs_u_w, pseudo_u, mask, batch.get("u_y")),

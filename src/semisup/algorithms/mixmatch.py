@@ -15,22 +15,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semisup.algorithms.base import Algorithm, TaskInfo
+from semisup.algorithms.presets import MIXMATCH_ADAM
 from semisup.algorithms.registry import ALGORITHMS
 from semisup.errors import UserError
-from semisup.math import losses, mixing, pseudo
+from semisup.math import losses, pseudo
 from semisup.math.schedules import linear_rampup
-from semisup.models import bn
-
-# The MixMatch family's optimizer (mixmatch/remixmatch/realmix code): Adam 0.002, constant rate,
-# and decoupled decay: kernels ×(1 − 0.02·lr) after every step (momentum/nesterov unused).
-MIXMATCH_OPTIM: dict[str, Any] = {
-    **Algorithm.optim_defaults,
-    "name": "adam",
-    "lr": 0.002,
-    "weight_decay": 0.02,
-    "decoupled_weight_decay": True,
-    "schedule": "constant",
-}
+from semisup.models import bn, forward
 
 
 def check_mixup_settings(k: int, temperature: float, beta: float, rampup_steps: int) -> None:
@@ -74,7 +64,7 @@ class MixMatch(Algorithm):
             shorten it for CPU-scale runs.
     """
 
-    optim_defaults: ClassVar[dict[str, Any]] = MIXMATCH_OPTIM
+    optim_defaults: ClassVar[dict[str, Any]] = MIXMATCH_ADAM
 
     def __init__(
         self,
@@ -118,7 +108,7 @@ class MixMatch(Algorithm):
         u_views = [batch[f"u_w{i}"] for i in range(self.k)]
         probs_u, targets_u = self.guess_targets(u_views)
         targets_x = F.one_hot(batch["y"], self.num_classes).float()
-        logits, targets = mixing.mix_and_forward(
+        logits, targets = forward.mix_and_forward(
             self.model, [batch["x"], *u_views], [targets_x] + [targets_u] * self.k, self.beta, 0
         )
         return probs_u, targets_u, logits, targets

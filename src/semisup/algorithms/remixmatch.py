@@ -17,12 +17,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semisup.algorithms.base import Algorithm, TaskInfo
-from semisup.algorithms.mixmatch import MIXMATCH_OPTIM, check_mixup_settings
+from semisup.algorithms.mixmatch import check_mixup_settings
+from semisup.algorithms.presets import MIXMATCH_ADAM
 from semisup.algorithms.registry import ALGORITHMS
 from semisup.errors import UserError
-from semisup.math import losses, mixing, pseudo
+from semisup.math import losses, pseudo
 from semisup.math.schedules import linear_rampup
-from semisup.models import bn
+from semisup.models import bn, forward
 from semisup.modules.alignment import DistributionAlignment
 
 
@@ -97,7 +98,7 @@ class ReMixMatch(Algorithm):
         guess_view: augmentation of the view the label is guessed from.
     """
 
-    optim_defaults: ClassVar[dict[str, Any]] = MIXMATCH_OPTIM
+    optim_defaults: ClassVar[dict[str, Any]] = MIXMATCH_ADAM
     augment_defaults: ClassVar[dict[str, Any]] = {
         # the remixmatch repo's segment sampling (docs/algorithms.md#ctaugment-variants)
         "cta_sampling": "remixmatch",
@@ -157,7 +158,7 @@ class ReMixMatch(Algorithm):
 
         # MixUp over [x, u_w, u_s0..u_s(K-1)]; K + 2 interleaved calls, BN statistics from the last.
         targets_x = F.one_hot(y, self.num_classes).float()
-        logits, targets = mixing.mix_and_forward(
+        logits, targets = forward.mix_and_forward(
             self.model, [x, u_w, *u_s], [targets_x] + [targets_u] * (self.k + 1), self.beta, -1
         )
         n = len(x)

@@ -49,25 +49,6 @@ def aggregate(similarities: Tensor, bank_labels: Tensor, num_classes: int) -> Te
     return zeros.scatter_add(1, index, similarities)
 
 
-def align_with_queue(probs: Tensor, queue: Tensor) -> Tensor:
-    """SimMatch's DA with a uniform target: Normalize(p / mean(queue + this batch's mean)).
-
-    The code writes the batch mean into the queue (initialised to zeros) before dividing, so
-    the zeros only scale every class alike (`alignment.align` adds ε = 1e-6 to both sides,
-    which the code does not; it only matters for a class predicted with probability ~0).
-    docs/algorithms.md#numeric-checks S1: a first batch {[0.6, 0.3, 0.1],
-    [0.2, 0.3, 0.5]} turns row 1 into [0.52941176, 0.35294118, 0.11764706].
-
-    Args:
-        probs: (N, C) un-aligned probabilities.
-        queue: (L, C) past batch means, oldest first; its first row makes room for this batch.
-    """
-    filled = torch.cat([queue[1:], probs.mean(dim=0, keepdim=True)])
-    p_model = filled.mean(dim=0)
-    uniform = torch.full_like(p_model, 1.0 / len(p_model))
-    return alignment.align(probs, uniform, p_model / p_model.sum())
-
-
 @ALGORITHMS.register("simmatch")
 class SimMatch(Algorithm):
     """SimMatch (Zheng et al., CVPR 2022), eq. (1)-(12); the CIFAR code's defaults.
@@ -164,7 +145,7 @@ class SimMatch(Algorithm):
 
         # Semantic pseudo-labels p^w with distribution alignment, eq. (2).
         probs_u_w = logits_u_w.detach().float().softmax(dim=-1)
-        probs_aligned = align_with_queue(probs_u_w, self.da_queue.history)
+        probs_aligned = alignment.align_with_queue(probs_u_w, self.da_queue.history)
 
         # Label propagation through the labeled bank, eq. (3), (7)-(10).
         bank, bank_labels = self.bank.embeddings, self.bank.labels

@@ -36,11 +36,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semisup.algorithms.base import Algorithm, PriorTracking, TaskInfo
-from semisup.algorithms.fixmatch import forward_three_views, hard_label_loss
-from semisup.algorithms.mixmatch import MIXMATCH_OPTIM, MixMatch
+from semisup.algorithms.mixmatch import MixMatch
+from semisup.algorithms.presets import MIXMATCH_ADAM
 from semisup.algorithms.registry import ALGORITHMS
 from semisup.math import losses, prior, pseudo
 from semisup.math.schedules import linear_rampup
+from semisup.models import forward
 from semisup.modules import alignment
 
 
@@ -100,7 +101,7 @@ class UDAL(PriorTracking, Algorithm):
         return shift_x, shift_u, alpha
 
     def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
-        logits_x, logits_u_w, logits_u_s = forward_three_views(self.model, batch)
+        logits_x, logits_u_w, logits_u_s = forward.forward_three_views(self.model, batch)
         shift_x, shift_u, alpha = self.shifts(step)
 
         # Supervised CE on logits aligned from p_data to π_t, eq. (6).
@@ -108,7 +109,9 @@ class UDAL(PriorTracking, Algorithm):
 
         # FixMatch pseudo-labels from the plain weak view; CE on shifted strong logits, eq. (9).
         probs_u_w = logits_u_w.detach().softmax(dim=-1)
-        loss_u, mask, pseudo_u = hard_label_loss(logits_u_s + shift_u, probs_u_w, self.threshold)
+        loss_u, mask, pseudo_u = losses.hard_label_loss(
+            logits_u_s + shift_u, probs_u_w, self.threshold
+        )
         return {
             **pseudo.loss_outputs(loss_x, loss_u, self.lambda_u),
             **pseudo.monitors(probs_u_w, pseudo_u, mask, batch.get("u_y")),
@@ -139,7 +142,7 @@ class UDALMixMatch(PriorTracking, MixMatch):
         la_inference: report post-hoc logit-adjusted accuracy too.
     """
 
-    optim_defaults: ClassVar[dict[str, Any]] = MIXMATCH_OPTIM
+    optim_defaults: ClassVar[dict[str, Any]] = MIXMATCH_ADAM
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semisup.algorithms.base import Algorithm, TaskInfo
-from semisup.algorithms.mixmatch import MIXMATCH_OPTIM
+from semisup.algorithms.presets import MIXMATCH_ADAM
 from semisup.algorithms.registry import ALGORITHMS
 from semisup.math import losses
 from semisup.math.schedules import linear_rampup
@@ -93,7 +93,7 @@ class VAT(Algorithm):
     """
 
     # google-research/fixmatch vat.py trains like the MixMatch family: Adam 0.002, decoupled decay.
-    optim_defaults: ClassVar[dict[str, Any]] = MIXMATCH_OPTIM
+    optim_defaults: ClassVar[dict[str, Any]] = MIXMATCH_ADAM
 
     def __init__(
         self,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor
+
+from semisup.math import pseudo
 
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -61,3 +64,24 @@ def probability_mse(logits: Tensor, targets: Tensor) -> Tensor:
         (N,) losses.
     """
     return (logits.softmax(dim=-1) - targets).square().mean(dim=-1)
+
+
+def hard_label_loss(
+    logits_u_s: Tensor, probs: Tensor, threshold: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """FixMatch's unlabeled loss, eq. (4): masked CE of argmax(probs) on the strong-view logits.
+
+    The mean runs over ALL μB unlabeled images (masked ones count as zero), as in the code.
+
+    Args:
+        logits_u_s: (μB, C) strong-view logits (any logit adjustment already added).
+        probs: (μB, C) the weak-view probabilities that make the pseudo-labels, no gradient.
+        threshold: τ (≥), eq. (3).
+
+    Returns:
+        (loss_u, mask (μB,), pseudo-labels (μB,)).
+    """
+    mask = pseudo.confidence_mask(probs, threshold)
+    pseudo_u = probs.argmax(dim=-1)
+    loss_u = (F.cross_entropy(logits_u_s, pseudo_u, reduction="none") * mask).mean()
+    return loss_u, mask, pseudo_u

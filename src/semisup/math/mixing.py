@@ -1,4 +1,6 @@
-"""MixUp over one shuffled pool and the interleaved forward of MixMatch / ReMixMatch / RealMix.
+"""MixUp over one shuffled pool and the interleave order of MixMatch / ReMixMatch / RealMix.
+
+The model calls that use them are in `semisup.models.forward`.
 
 Follows libml/layers.py of google-research/mixmatch and remixmatch (`MixMode('xxy.yxy')`,
 `interleave_offsets`, `interleave`) and docs/algorithms.md#mixmatch steps 3-4,
@@ -8,12 +10,9 @@ docs/algorithms.md#remixmatch steps 5-6, docs/algorithms.md#numeric-checks M3/M5
 from __future__ import annotations
 
 import functools
-from contextlib import nullcontext
 
 import torch
-from torch import Tensor, nn
-
-from semisup.models import bn
+from torch import Tensor
 
 
 def mixup_draws(
@@ -120,57 +119,3 @@ def interleave(rows: Tensor, batch: int) -> Tensor:
         raise ValueError(f"cannot split {len(rows)} rows into batches of {batch}")
     # Advanced indexing keeps a channels-last memory format (index_select does not).
     return rows[interleave_index(batch, len(rows) // batch, rows.device)]
-
-
-def interleaved_forward(
-    model: nn.Module, inputs: Tensor, batch: int, bn_update_call: int
-) -> Tensor:
-    """Logits of `model` on a pool, computed in interleaved batches of `batch` items.
-
-    Each batch is a separate training-mode call, so BatchNorm normalises it with its own
-    statistics; only call number `bn_update_call` (0 = first as MixMatch, −1 = last as ReMixMatch)
-    updates the running statistics.
-
-    Args:
-        model: the classifier.
-        inputs: (groups·batch, ...) the pool, in source order.
-        batch: items per forward call.
-        bn_update_call: index of the call that updates BatchNorm running statistics.
-
-    Returns:
-        (groups·batch, C) logits in the order of `inputs`.
-    """
-    chunks = interleave(inputs, batch).split(batch)
-    updating = bn_update_call % len(chunks)
-    logits = []
-    for i, chunk in enumerate(chunks):
-        with nullcontext() if i == updating else bn.frozen_running_stats(model):
-            logits.append(model(chunk))
-    return interleave(torch.cat(logits), batch)
-
-
-def mix_and_forward(
-    model: nn.Module,
-    inputs: list[Tensor],
-    targets: list[Tensor],
-    beta: float,
-    bn_update_call: int,
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
-    """MixMatch's "xxy.yxy" step: one MixUp over the pooled sources, then an interleaved forward.
-
-    Args:
-        model: the classifier.
-        inputs: equal-sized batches (B, ...): labeled first, then the unlabeled views.
-        targets: their (B, C) target distributions (one-hot labels, label guesses).
-        beta: MixUp β.
-        bn_update_call: which interleaved call updates BatchNorm running statistics.
-        generator: randomness for `mixup_draws`.
-
-    Returns:
-        (logits, mixed targets), both (len(inputs)·B, C) in pool order (labeled rows first);
-        logits in float32.
-    """
-    mixed_inputs, mixed_targets = mixup(torch.cat(inputs), torch.cat(targets), beta, generator)
-    logits = interleaved_forward(model, mixed_inputs, len(inputs[0]), bn_update_call)
-    return logits.float(), mixed_targets

@@ -173,3 +173,22 @@ class DistributionAlignment(nn.Module):
         self.p_model.update(probs_unlabeled)
         if labels is not None and not self.fixed_prior:
             self.p_data.update(F.one_hot(labels, self.num_classes).float())
+
+
+def align_with_queue(probs: Tensor, queue: Tensor) -> Tensor:
+    """SimMatch's DA with a uniform target: Normalize(p / mean(queue + this batch's mean)).
+
+    The code writes the batch mean into the queue (initialised to zeros) before dividing, so
+    the zeros only scale every class alike (`alignment.align` adds ε = 1e-6 to both sides,
+    which the code does not; it only matters for a class predicted with probability ~0).
+    docs/algorithms.md#numeric-checks S1: a first batch {[0.6, 0.3, 0.1],
+    [0.2, 0.3, 0.5]} turns row 1 into [0.52941176, 0.35294118, 0.11764706].
+
+    Args:
+        probs: (N, C) un-aligned probabilities.
+        queue: (L, C) past batch means, oldest first; its first row makes room for this batch.
+    """
+    filled = torch.cat([queue[1:], probs.mean(dim=0, keepdim=True)])
+    p_model = filled.mean(dim=0)
+    uniform = torch.full_like(p_model, 1.0 / len(p_model))
+    return align(probs, uniform, p_model / p_model.sum())
