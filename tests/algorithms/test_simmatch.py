@@ -74,9 +74,9 @@ class FeaturesAsImages(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _hand_setup(threshold: float) -> tuple[SimMatch, dict]:
+def _hand_setup(threshold: float, **kwargs) -> tuple[SimMatch, dict]:
     algorithm = SimMatch(
-        FeaturesAsImages(), info(3, 4), threshold=threshold, proj_dim=2, start_steps=0
+        FeaturesAsImages(), info(3, 4), threshold=threshold, proj_dim=2, start_steps=0, **kwargs
     )
     with torch.no_grad():  # projection = the last two features
         algorithm.head[0].weight.copy_(torch.eye(5))
@@ -125,11 +125,22 @@ def test_on_step_end_writes_bank_and_queue():
     out = algorithm(batch, step=0)
     queue_before = algorithm.da_queue.history.clone()
     algorithm.on_step_end(batch, out, step=0)
-    expected = momentum_update(BANK[1:2], torch.tensor([[1.0, 0.0]]), 0.7)
-    assert torch.allclose(algorithm.bank.embeddings[1], expected[0])
+    # CIFAR code: 0.7·(1/√2, 1/√2) + 0.3·(1, 0), each dimension normalised over the 1 item
+    assert algorithm.bank.normalization == "code"
+    assert torch.allclose(algorithm.bank.embeddings[1], torch.tensor([1.0, 1.0]))
     assert algorithm.bank.labels.tolist() == [0, 0, 1, 2]
     assert torch.allclose(algorithm.da_queue.history[:-1], queue_before[1:])
     assert torch.allclose(algorithm.da_queue.history[-1], P_W[0], atol=1e-6)
+
+
+def test_paper_bank_normalisation_writes_unit_embeddings():
+    algorithm, batch = _hand_setup(threshold=0.5, bank_normalization="paper")
+    algorithm.on_step_end(batch, algorithm(batch, step=0), step=0)
+    expected = momentum_update(BANK[1:2], torch.tensor([[1.0, 0.0]]), 0.7)
+    # hand: (0.7/√2 + 0.3, 0.7/√2) / its norm
+    assert torch.allclose(expected, torch.tensor([[0.84890147, 0.52855112]]), atol=1e-7)
+    assert torch.allclose(algorithm.bank.embeddings[1], expected[0])
+    assert SimMatchImageNet(TinyNet(), info(3, 4)).bank.normalization == "paper"
 
 
 def _random_batch(u_requires_grad: bool = False) -> dict:

@@ -5,7 +5,8 @@ embeddings; "unfolding" and "aggregation" let the two kinds of pseudo-label refi
 Two variants of the official code (algorithms.md §6, §11.10):
 
 * `simmatch` (CIFAR code, mirrored by USB): the online model produces every teacher signal, the
-  bank is smoothed with momentum 0.7, DA queue of 32, τ = 0.95, λ_in = 1.
+  bank is smoothed with momentum 0.7 and normalised per feature dimension across the batch
+  (`bank_normalization="code"`), DA queue of 32, τ = 0.95, λ_in = 1.
 * `simmatch_imagenet` (KyleZheng1997/simmatch): an EMA teacher (0.999) encodes the weak views and
   the labeled images, the bank is overwritten, DA queue of 256, τ = 0.7, λ_u = 10, λ_in = 5, μ = 5.
 """
@@ -23,7 +24,7 @@ from semisup import alignment, losses, pseudo
 from semisup.algorithms.base import Algorithm, TaskInfo
 from semisup.algorithms.registry import ALGORITHMS
 from semisup.heads import ProjectionHead
-from semisup.memory import LabeledMemoryBank
+from semisup.memory import BankNormalization, LabeledMemoryBank
 
 
 def unfold(similarities: Tensor, probs: Tensor, bank_labels: Tensor) -> Tensor:
@@ -94,6 +95,12 @@ class SimMatch(Algorithm):
         alpha: α, weight of p^w in p̂ (the code's `c_smooth`, 0.9).
         proj_dim: size of the L2-normalised embedding (128).
         bank_momentum: m of eq. (12) (0.7 CIFAR; 0 overwrites, ImageNet).
+        bank_normalization: how the bank write normalises (`memory.momentum_update`). "code"
+            (default, the CIFAR code and USB `update_bank`): F.normalize of the (D, n) slice
+            with dim=1, each feature dimension across the n written items, so bank vectors
+            have norm about 1.4 at D = 128, n = 64 and similarities are sharper (an effective
+            temperature near 0.07). "paper": each embedding to unit norm, as the paper's
+            cosine similarity and the ImageNet code's (unit, overwritten) embeddings.
         da_length: DA queue length in batches (32 CIFAR, 256 ImageNet).
         start_steps: steps before the instance loss and label propagation start (1,024: the
             first "epoch" of the code); shorten for short runs.
@@ -117,6 +124,7 @@ class SimMatch(Algorithm):
         alpha: float = 0.9,
         proj_dim: int = 128,
         bank_momentum: float = 0.7,
+        bank_normalization: BankNormalization = "code",
         da_length: int = 32,
         start_steps: int = 1024,
         teacher: Literal["online", "ema"] = "online",
@@ -129,7 +137,7 @@ class SimMatch(Algorithm):
         self.teacher_momentum = teacher_momentum
         self.views = {"x": "weak", "u_w": "weak", "u_s": "strong"}
         self.head = ProjectionHead(model.num_features, proj_dim)
-        self.bank = LabeledMemoryBank(info.num_labeled, proj_dim)
+        self.bank = LabeledMemoryBank(info.num_labeled, proj_dim, normalization=bank_normalization)
         self.da_queue = alignment.WindowMean(info.num_classes, da_length, fill=0.0)
         self.teacher: nn.ModuleDict | None = None
         if teacher == "ema":
@@ -231,6 +239,7 @@ class SimMatchImageNet(SimMatch):
         alpha: float = 0.9,
         proj_dim: int = 128,
         bank_momentum: float = 0.0,
+        bank_normalization: BankNormalization = "paper",
         da_length: int = 256,
         start_steps: int = 1024,
         teacher: Literal["online", "ema"] = "ema",
@@ -247,6 +256,7 @@ class SimMatchImageNet(SimMatch):
             alpha=alpha,
             proj_dim=proj_dim,
             bank_momentum=bank_momentum,
+            bank_normalization=bank_normalization,
             da_length=da_length,
             start_steps=start_steps,
             teacher=teacher,
