@@ -186,6 +186,23 @@ def test_labeled_counts_target_uses_the_labeled_histogram():
     assert torch.allclose(algorithm.alignment.p_data(), torch.tensor([4 / 6, 1 / 6, 1 / 6]))
 
 
+def test_user_given_p_data_is_a_fixed_alignment_target():
+    # the code's --p_unlabeled=4,2,2 (divided by its max, then renormalised by PData)
+    algorithm = ReMixMatch(TinyNet(), info(), p_data=[4, 2, 2], alignment_target="labeled_counts")
+    assert torch.allclose(algorithm.alignment.p_data(), torch.tensor([0.5, 0.25, 0.25]))
+    history = torch.tensor([[0.5, 0.3, 0.2]]).repeat(128, 1)
+    algorithm.alignment.p_model.history.copy_(history)
+    probs = torch.tensor([[0.6, 0.3, 0.1]])
+    # p · (1e-6 + p_data) / (1e-6 + p_model) = (0.6, 0.25, 0.125) / 0.975
+    expected = torch.tensor([[0.6 / 0.975, 0.25 / 0.975, 0.125 / 0.975]])
+    assert torch.allclose(algorithm.alignment(probs), expected, atol=1e-6)
+    algorithm.on_step_end(_batch(), {"unlabeled_distribution": probs[0]}, step=0)
+    assert torch.allclose(algorithm.alignment.p_data(), torch.tensor([0.5, 0.25, 0.25]))
+    for bad in ([0.5, 0.5], [1.0, -1.0, 1.0], [0, 0, 0]):
+        with pytest.raises(UserError, match="algorithm.p_data must be 3 non-negative"):
+            ReMixMatch(TinyNet(), info(), p_data=bad)
+
+
 def test_rotation_needs_square_images():
     algorithm = ReMixMatch(TinyNet(), info(), k=1)
     batch = {**_batch(k=1), "u_s0": torch.randn(8, 1, 8, 6)}

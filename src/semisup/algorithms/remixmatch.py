@@ -13,6 +13,7 @@ with them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -104,6 +105,9 @@ class ReMixMatch(Algorithm):
         alignment_window: batches in the p_model window (`dbuf`, 128).
         alignment_target: "labels_ema": p_data is the EMA (0.999) of one-hot labeled labels, as the
             code; "labeled_counts": the labeled set's class histogram (a data set `p_labeled`).
+        p_data: a fixed target distribution given by the user, C non-negative weights
+            (normalised), the code's `--p_unlabeled` (libml `data.py`, read by `PData`); it
+            replaces `alignment_target`, as `p_unlabeled` takes precedence over `p_labeled`.
         unlabeled_loss: "xe" soft cross-entropy (`use_xe`) or "l2" squared error over classes.
         strong_augmentation: False replaces every strong view (labeled ones too) by a weak one.
         guess_view: augmentation of the view the label is guessed from.
@@ -130,6 +134,7 @@ class ReMixMatch(Algorithm):
         distribution_alignment: bool = True,
         alignment_window: int = 128,
         alignment_target: Literal["labels_ema", "labeled_counts"] = "labels_ema",
+        p_data: list[float] | None = None,
         unlabeled_loss: Literal["xe", "l2"] = "xe",
         strong_augmentation: bool = True,
         guess_view: Literal["weak", "none", "strong"] = "weak",
@@ -144,6 +149,8 @@ class ReMixMatch(Algorithm):
         self.unlabeled_loss = unlabeled_loss
         self.redux = redux
         prior = info.labeled_class_counts if alignment_target == "labeled_counts" else None
+        if p_data is not None:
+            prior = given_distribution(p_data, info.num_classes)
         self.alignment = DistributionAlignment(info.num_classes, alignment_window, prior=prior)
         self.rotation_head = _glorot_linear(model.num_features, 4)
         strong = "strong" if strong_augmentation else "weak"
@@ -265,6 +272,25 @@ class ReMixMatch(Algorithm):
     def on_step_end(self, batch: dict[str, Tensor], out: dict[str, Tensor], step: int) -> None:
         """The code's post-step ops: p_model ← un-aligned weak batch mean; p_data ← labels."""
         self.alignment.update(out["unlabeled_distribution"], batch["y"])
+
+
+def given_distribution(weights: Sequence[float], num_classes: int) -> list[float]:
+    """A user's `p_data`, checked: C non-negative numbers, not all zero (normalised later).
+
+    Raises:
+        UserError: if the length or the values are wrong.
+    """
+    values = list(weights)
+    if (
+        len(values) != num_classes
+        or not all(isinstance(v, (int, float)) and v >= 0 for v in values)
+        or sum(values) <= 0
+    ):
+        raise UserError(
+            f"algorithm.p_data must be {num_classes} non-negative class weights, not all zero "
+            f"(e.g. the unlabeled class frequencies), got {weights!r}"
+        )
+    return [float(v) for v in values]
 
 
 def _glorot_linear(in_features: int, out_features: int) -> nn.Linear:
