@@ -71,10 +71,14 @@ class OptimConfig:
     lr: float | None = None
     momentum: float | None = None  # SGD only
     nesterov: bool | None = None  # SGD only
-    weight_decay: float | None = None  # on conv/linear kernels only
+    weight_decay: float | None = None  # on conv/linear kernels (all: decay_all_parameters)
     decoupled_weight_decay: bool | None = None  # True: kernels ×(1 − wd·lr) after each step
-    schedule: Literal["cosine", "constant"] | None = None  # cosine: lr·cos(factor·π·t/T)
+    decay_all_parameters: bool | None = None  # True: biases and BatchNorm decayed too
+    # cosine: lr·cos(factor·π·t/T); warmup_cosine: SimMatch ImageNet's warm-up + half cosine
+    schedule: Literal["cosine", "constant", "warmup_cosine"] | None = None
     cosine_factor: float | None = None  # 7/16: FixMatch; 1/16: CReST's "halfcos" (level 1)
+    warmup_epochs: int | None = None  # warmup_cosine: epochs of linear warm-up (SimMatch: 5)
+    schedule_epochs: int | None = None  # warmup_cosine: epochs in the run (SimMatch: 400)
 
 
 @dataclass

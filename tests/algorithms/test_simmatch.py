@@ -13,7 +13,8 @@ from semisup.algorithms.simmatch import (
 )
 from semisup.config import build_config
 from semisup.engine.checkpoint import load_checkpoint
-from semisup.experiment import build_experiment
+from semisup.engine.optim import learning_rate
+from semisup.experiment import build_experiment, resolve_optim
 from semisup.memory import momentum_update
 
 from .helpers import TinyNet, info
@@ -204,6 +205,26 @@ def test_imagenet_variant_teacher_is_an_ema_and_the_bank_is_overwritten():
     for old, new, live in zip(teacher_before, algorithm.teacher.parameters(), student, strict=True):
         assert torch.allclose(new, 0.999 * old + 0.001 * live)
     assert torch.equal(algorithm.bank.embeddings, out["bank_embeddings"])
+
+
+def test_imagenet_variant_optimizer_follows_the_imagenet_code():
+    cfg = build_config(None, {"algorithm.name": "simmatch_imagenet", "train.steps": 4000})
+    settings = resolve_optim(cfg, SimMatchImageNet)
+    assert (settings.schedule, settings.warmup_epochs, settings.schedule_epochs) == (
+        "warmup_cosine",
+        5,
+        400,
+    )
+    assert settings.decay_all_parameters and settings.weight_decay == 1e-4
+    # 10 steps per epoch: warm-up 0.03·(t + 1)/50, then ½(1 + cos(π(e − 5)/395)) per epoch
+    assert learning_rate(settings, 0, 4000) == pytest.approx(0.03 / 50)
+    assert learning_rate(settings, 49, 4000) == pytest.approx(0.03)
+    assert learning_rate(settings, 3999, 4000) == pytest.approx(
+        0.015 * (1 + math.cos(math.pi * 394 / 395))
+    )
+    assert not resolve_optim(
+        build_config(None, {"algorithm.name": "simmatch"}), SimMatch
+    ).decay_all_parameters
 
 
 def _config(**extra):

@@ -78,6 +78,9 @@ class Algorithm(nn.Module):
         "decoupled_weight_decay": False,
         "schedule": "cosine",
         "cosine_factor": 7 / 16,
+        "warmup_epochs": 0,
+        "schedule_epochs": 1,
+        "decay_all_parameters": False,
     }
     augment_defaults: ClassVar[dict[str, Any]] = {
         "cta_sampling": "fixmatch",

@@ -1,4 +1,4 @@
-"""Optimizers with weight decay on kernels only, coupled (SGD, L2) or decoupled (Adam)."""
+"""Optimizers with weight decay on kernels (or all parameters), coupled (SGD) or decoupled."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from semisup.engine.schedules import cosine_lr
+from semisup.engine.schedules import cosine_lr, warmup_cosine_lr
 from semisup.errors import UserError
 
 
@@ -23,6 +23,9 @@ class OptimSettings:
     decoupled_weight_decay: bool
     schedule: str
     cosine_factor: float
+    warmup_epochs: int = 0
+    schedule_epochs: int = 1
+    decay_all_parameters: bool = False
 
 
 def split_kernels(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -38,11 +41,17 @@ def build_optimizer(module: nn.Module, s: OptimSettings) -> torch.optim.Optimize
     """SGD or Adam over `module`'s parameters.
 
     Coupled decay (FixMatch: L2 on kernels) goes into the kernels' parameter group; decoupled
-    decay (MixMatch family) is applied after each step by `decay_kernels`.
+    decay (MixMatch family) is applied after each step by `decay_kernels`. With
+    `decay_all_parameters` biases and BatchNorm weights are decayed too (SimMatch's ImageNet
+    code: `torch.optim.SGD(model.parameters(), ..., weight_decay=...)`).
     """
     kernels, others = split_kernels(module)
     coupled = 0.0 if s.decoupled_weight_decay else s.weight_decay
-    groups = [{"params": kernels, "weight_decay": coupled}, {"params": others, "weight_decay": 0}]
+    coupled_others = coupled if s.decay_all_parameters else 0
+    groups = [
+        {"params": kernels, "weight_decay": coupled},
+        {"params": others, "weight_decay": coupled_others},
+    ]
     if s.name == "sgd":
         return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov)
     if s.name == "adam":
@@ -56,11 +65,25 @@ def learning_rate(s: OptimSettings, step: int, total_steps: int) -> float:
         return cosine_lr(step, total_steps, s.lr, s.cosine_factor)
     if s.schedule == "constant":
         return s.lr
-    raise UserError(f"unknown lr schedule '{s.schedule}'. Valid schedules: constant, cosine")
+    if s.schedule == "warmup_cosine":
+        if not 0 <= s.warmup_epochs < s.schedule_epochs:
+            raise UserError(
+                f"optim.warmup_epochs ({s.warmup_epochs}) must be at least 0 and below "
+                f"optim.schedule_epochs ({s.schedule_epochs}), e.g. 5 and 400 as SimMatch"
+            )
+        return warmup_cosine_lr(step, total_steps, s.lr, s.warmup_epochs, s.schedule_epochs)
+    raise UserError(
+        f"unknown lr schedule '{s.schedule}'. Valid schedules: constant, cosine, warmup_cosine"
+    )
 
 
 @torch.no_grad()
 def decay_kernels(optimizer: torch.optim.Optimizer, s: OptimSettings, lr: float) -> None:
-    """Decoupled weight decay after the step: kernels ← kernels · (1 − wd · lr) (MixMatch code)."""
+    """Decoupled weight decay after the step: kernels ← kernels · (1 − wd · lr) (MixMatch code).
+
+    With `decay_all_parameters` every parameter shrinks.
+    """
     if s.decoupled_weight_decay and s.weight_decay:
-        torch._foreach_mul_(optimizer.param_groups[0]["params"], 1.0 - s.weight_decay * lr)
+        groups = optimizer.param_groups if s.decay_all_parameters else optimizer.param_groups[:1]
+        for group in groups:
+            torch._foreach_mul_(group["params"], 1.0 - s.weight_decay * lr)
