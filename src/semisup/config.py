@@ -35,6 +35,11 @@ class DataConfig:
     imbalance_ratio: float | None = None
     labeled_fraction: float | None = None  # labels per class: ceil(fraction · N_k)
     unlabeled_imbalance: Literal["same", "reversed", "uniform"] = "same"  # unlabeled class profile
+    # DARP protocol: N_1 labeled and M_1 unlabeled images in the head class (1500, 3000), each
+    # class then int(N_1·γ^(−k/(C−1))) and int(M_1·γ^(−k/(C−1))); replace labeled_fraction
+    labeled_head: int | None = None
+    unlabeled_head: int | None = None
+    split_order: Literal["random", "first"] = "random"  # long tail: random images, or the first
     mismatch: int | None = None  # class mismatch (Oliver et al.): 0/25/50/75/100 % unseen classes
     mismatch_preset: str = "auto"  # animals (CIFAR-10) | clothing (Fashion-MNIST) | digits
     image_size: int | None = None  # folder data: resize to this side (None: most common size)

@@ -193,6 +193,9 @@ def build_experiment(cfg: Config, run_dir: Path | None) -> Experiment:
         cfg.data.unlabeled_imbalance,
         cfg.data.mismatch,
         cfg.data.mismatch_preset,
+        cfg.data.labeled_head,
+        cfg.data.unlabeled_head,
+        cfg.data.split_order,
     )
     data = build_ssl_data(
         dataset,

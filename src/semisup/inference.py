@@ -191,7 +191,14 @@ def _class_names_and_shape(run_dir: Path, cfg: Config) -> tuple[list[str], list[
 
     d = cfg.data
     protocol = build_protocol(
-        d.imbalance_ratio, d.labeled_fraction, d.unlabeled_imbalance, d.mismatch, d.mismatch_preset
+        d.imbalance_ratio,
+        d.labeled_fraction,
+        d.unlabeled_imbalance,
+        d.mismatch,
+        d.mismatch_preset,
+        d.labeled_head,
+        d.unlabeled_head,
+        d.split_order,
     )
     seed = cfg.train.seed if d.split_seed is None else d.split_seed
     data = build_ssl_data(
