@@ -147,11 +147,14 @@ class LongTail:
             order = rng.permutation(members) if self.order == "random" else members
             n_labeled, n_unlabeled = int(labeled_counts[c]), int(unlabeled_counts[c])
             if n_labeled + n_unlabeled > len(order):
+                fix = (
+                    "lower data.labeled_head/unlabeled_head"
+                    if self.labeled_head is not None
+                    else f"set data.imbalance_ratio (profile {self.unlabeled_imbalance})"
+                )
                 raise UserError(
                     f"class {dataset.class_names[c]} has {len(order)} images, fewer than the "
-                    f"{n_labeled} labeled + {n_unlabeled} unlabeled that the long-tail split "
-                    "asks for; lower data.labeled_head/unlabeled_head or set "
-                    "data.imbalance_ratio"
+                    f"{n_labeled} labeled + {n_unlabeled} unlabeled the split asks for; {fix}"
                 )
             labeled.append(order[:n_labeled])
             start = 0 if unlabeled_includes_labeled else n_labeled
