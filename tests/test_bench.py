@@ -7,10 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from semisup.algorithms import ALGORITHMS
 from semisup.bench import load_suite, shipped_suites
+from semisup.bench.suite import check_cell
 from semisup.bench.table import Outcome, median_error, render_csv, render_markdown
 from semisup.commands.cli import main
+from semisup.engine.optim import learning_rate
 from semisup.errors import UserError
+from semisup.experiment import resolve_optim
 
 TINY = {
     "name": "tiny",
@@ -47,6 +51,17 @@ def test_every_shipped_suite_loads_with_unique_cell_ids():
             assert set(published.values) <= set(suite.rows), (name, published.source)
             for columns in published.values.values():
                 assert set(columns) <= set(suite.columns), (name, published.source)
+
+
+def test_long_tail_suite_uses_crest_halfcos_schedule_as_the_udal_configs():
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    udal = yaml.safe_load((configs / "udal_cifar10lt_100.yaml").read_text())
+    assert udal["optim"]["cosine_factor"] == 0.0625
+    suite = load_suite("cifar10-lt")
+    assert {cell.keys["optim.cosine_factor"] for cell in suite.cells} == {0.0625}
+    # CReST's 'halfcos' level 1: the rate ends at cos(π/16) = 0.98079 of its start
+    settings = resolve_optim(check_cell(suite.cells[0].keys), ALGORITHMS.get("fixmatch"))
+    assert learning_rate(settings, 65536, 65536) == pytest.approx(0.03 * 0.98078528, abs=1e-9)
 
 
 def test_cpu_small_runs_only_registered_algorithms():

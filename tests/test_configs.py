@@ -8,6 +8,7 @@ import yaml
 from semisup.algorithms import ALGORITHMS, TaskInfo
 from semisup.config import build_config, resolve_kwargs
 from semisup.data import DATASETS
+from semisup.data.protocols import LongTail, build_protocol
 from semisup.engine.optim import build_optimizer, learning_rate
 from semisup.experiment import resolve_augment, resolve_optim
 from semisup.models import MODELS, build_model
@@ -114,3 +115,20 @@ def test_mixmatch_configs_hold_the_run_scripts_settings(name, lambda_u):
     assert (a["k"], a["lambda_u"], a["beta"], a["rampup_steps"]) == (2, lambda_u, 0.75, 16384)
     assert not cfg.data.unlabeled_includes_labeled  # the "SSL" layout
     assert (optim.name, optim.weight_decay, optim.decoupled_weight_decay) == ("adam", 0.02, True)
+
+
+def test_darp_config_holds_darps_split():
+    data = build_config(CONFIGS / "darp_cifar10lt_100.yaml").data
+    protocol = build_protocol(
+        data.imbalance_ratio,
+        data.labeled_fraction,
+        data.unlabeled_imbalance,
+        data.mismatch,
+        data.mismatch_preset,
+        data.labeled_head,
+        data.unlabeled_head,
+        data.split_order,
+    )
+    # train.py: N_1 = 1500 labeled, ratio 2 → M_1 = 3000 unlabeled, γ = 100 both, first images
+    assert protocol == LongTail(100.0, None, "same", 1500, 3000, "first")
+    assert data.unlabeled_includes_labeled  # train_split(..., fix=True)

@@ -1,4 +1,6 @@
+import pytest
 import torch
+import torch.nn.functional as F
 
 from semisup.modules.memory import LabeledMemoryBank, momentum_update
 
@@ -28,3 +30,43 @@ def test_update_with_momentum_and_overwrite_at_labeled_indices():
     assert bank.embeddings[2].tolist() == [0.0, 1.0]
     assert bank.labels.tolist() == [3, 0, 1, 0]
     assert bank.embeddings[1].tolist() == [0.0, 1.0]  # untouched slot
+
+
+def test_code_normalisation_is_per_feature_dimension_across_the_batch():
+    rows = torch.tensor([[0.6, 0.8], [0.0, 1.0]])
+    # m·old + (1 − m)·new = rows; column 0 (0.6, 0) → (1, 0), column 1 (0.8, 1) / √1.64
+    code = momentum_update(rows, rows, 0.7, normalization="code")
+    expected = torch.tensor([[1.0, 0.62469505], [0.0, 0.78086881]])
+    assert torch.allclose(code, expected, atol=1e-7)
+    assert torch.allclose(momentum_update(rows, rows, 0.7, normalization="paper"), rows)
+
+
+def usb_update_bank(mem_bank, k, index, ema_bank):
+    """Transcription of USB `SimMatch.update_bank` (CIFAR branch): mem_bank is (D, K)."""
+    mem_bank = mem_bank.clone()
+    mem_bank[:, index] = F.normalize(ema_bank * mem_bank[:, index] + (1 - ema_bank) * k.t())
+    return mem_bank
+
+
+@pytest.mark.parametrize("momentum", [0.7, 0.0])
+def test_code_normalised_bank_write_equals_the_usb_transcription(momentum):
+    generator = torch.Generator().manual_seed(0)
+    bank = LabeledMemoryBank(100, 128, generator=generator, normalization="code")
+    before = bank.embeddings.clone()
+    z = F.normalize(torch.randn(64, 128, generator=generator), dim=1)
+    index = torch.randperm(100, generator=generator)[:64]
+    bank.update(index, z, torch.zeros(64, dtype=torch.int64), momentum=momentum)
+    reference = usb_update_bank(before.T, z, index, momentum).T
+    assert torch.allclose(bank.embeddings, reference, atol=1e-6)
+    written = bank.embeddings[index]
+    # every feature dimension has unit norm over the 64 items: Σ ||row||² = D, rows ≈ √2 long
+    assert (written**2).sum().item() == pytest.approx(128.0, rel=1e-5)
+    assert 1.2 < written.norm(dim=1).mean().item() < 1.6
+    untouched = torch.ones(100, dtype=torch.bool)
+    untouched[index] = False
+    assert torch.equal(bank.embeddings[untouched], before[untouched])
+
+
+def test_bank_rejects_an_unknown_normalisation():
+    with pytest.raises(ValueError, match="'code' or 'paper'"):
+        LabeledMemoryBank(4, 2, normalization="dimension")  # type: ignore[arg-type]

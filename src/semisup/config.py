@@ -35,6 +35,11 @@ class DataConfig:
     imbalance_ratio: float | None = None
     labeled_fraction: float | None = None  # labels per class: ceil(fraction · N_k)
     unlabeled_imbalance: Literal["same", "reversed", "uniform"] = "same"  # unlabeled class profile
+    # DARP protocol: N_1 labeled and M_1 unlabeled images in the head class (1500, 3000), each
+    # class then int(N_1·γ^(−k/(C−1))) and int(M_1·γ^(−k/(C−1))); replace labeled_fraction
+    labeled_head: int | None = None
+    unlabeled_head: int | None = None
+    split_order: Literal["random", "first"] = "random"  # long tail: random images, or the first
     mismatch: int | None = None  # class mismatch (Oliver et al.): 0/25/50/75/100 % unseen classes
     mismatch_preset: str = "auto"  # animals (CIFAR-10) | clothing (Fashion-MNIST) | digits
     image_size: int | None = None  # folder data: resize to this side (None: most common size)
@@ -71,10 +76,14 @@ class OptimConfig:
     lr: float | None = None
     momentum: float | None = None  # SGD only
     nesterov: bool | None = None  # SGD only
-    weight_decay: float | None = None  # on conv/linear kernels only
+    weight_decay: float | None = None  # on conv/linear kernels (all: decay_all_parameters)
     decoupled_weight_decay: bool | None = None  # True: kernels ×(1 − wd·lr) after each step
-    schedule: Literal["cosine", "constant"] | None = None  # cosine: lr·cos(factor·π·t/T)
+    decay_all_parameters: bool | None = None  # True: biases and BatchNorm decayed too
+    # cosine: lr·cos(factor·π·t/T); warmup_cosine: SimMatch ImageNet's warm-up + half cosine
+    schedule: Literal["cosine", "constant", "warmup_cosine"] | None = None
     cosine_factor: float | None = None  # 7/16: FixMatch; 1/16: CReST's "halfcos" (level 1)
+    warmup_epochs: int | None = None  # warmup_cosine: epochs of linear warm-up (SimMatch: 5)
+    schedule_epochs: int | None = None  # warmup_cosine: epochs in the run (SimMatch: 400)
 
 
 @dataclass

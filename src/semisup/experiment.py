@@ -23,6 +23,7 @@ from semisup.augment import (
     WeakAugment,
     full_cutout,
 )
+from semisup.augment.simclr import SimCLRAugment
 from semisup.config import Config, OptimConfig, resolve_kwargs
 from semisup.data.build import build_data
 from semisup.data.ssl import SSLData
@@ -77,8 +78,9 @@ def build_views(cfg: Config, view_kinds: set[str]) -> tuple[ViewMaker, tuple[Cal
     a = cfg.augment
     weak = WeakAugment(bool(a.hflip), a.weak_shift)
     cutout = full_cutout if a.cutout else no_cutout
+    simclr = SimCLRAugment(bool(a.hflip)) if "simclr" in view_kinds else None
     if not view_kinds & {"strong", "strong_cutout"}:
-        return ViewMaker(weak, None, cutout), ()
+        return ViewMaker(weak, None, cutout, simclr=simclr), ()
     if a.strong == "ctaugment":
         cta = CTAugment(
             depth=a.cta_depth,
@@ -88,12 +90,12 @@ def build_views(cfg: Config, view_kinds: set[str]) -> tuple[ViewMaker, tuple[Cal
             translate=a.cta_translate,
             rescale=str(a.cta_rescale),
         )
-        return ViewMaker(weak, cta, cutout), (CTAFeedback(cta),)
+        return ViewMaker(weak, cta, cutout, simclr=simclr), (CTAFeedback(cta),)
     if a.strong == "randaugment":
-        return ViewMaker(weak, RandAugment(), cutout, strong_has_cutout=True), ()
+        return ViewMaker(weak, RandAugment(), cutout, True, simclr), ()
     if a.strong == "randaugment_crest":
-        return ViewMaker(weak, CReSTRandAugment(), cutout, strong_has_cutout=True), ()
-    return ViewMaker(weak, None, cutout), ()
+        return ViewMaker(weak, CReSTRandAugment(), cutout, True, simclr), ()
+    return ViewMaker(weak, None, cutout, simclr=simclr), ()
 
 
 def prepare_data(cfg: Config) -> SSLData:

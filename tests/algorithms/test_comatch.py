@@ -10,6 +10,7 @@ from semisup.algorithms.comatch import (
     memory_smoothing,
     pseudo_label_graph,
 )
+from semisup.augment.simclr import SimCLRAugment
 from semisup.config import build_config
 from semisup.engine.checkpoint import load_checkpoint
 from semisup.errors import UserError
@@ -215,6 +216,14 @@ def test_resume_restores_the_queue_and_da_window_exactly(tmp_path):
     for name in ("queue.embeddings", "queue.probs", "queue.count", "da_queue.history"):
         assert torch.equal(a.get_buffer(name), b.get_buffer(name)), name
     assert torch.equal(first.train_step()["loss"], resumed.train_step()["loss"])
+
+
+def test_second_strong_view_is_simclrs_augmentation():
+    # salesforce/CoMatch datasets/cifar.py: trans_strong1 is the SimCLR pipeline, not RandAugment
+    trainer = build_trainer(_digits_config(4), None)
+    assert trainer.algorithm.views["u_s1"] == "simclr"
+    assert isinstance(trainer.batches.views.simclr, SimCLRAugment)
+    assert trainer.batches.views.simclr.hflip is False  # digits are not flipped
 
 
 @pytest.mark.slow

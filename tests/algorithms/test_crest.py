@@ -125,6 +125,20 @@ def test_without_alignment_the_learner_is_fixmatch():
     assert learner.views["u_s"] == "strong_cutout"
 
 
+def test_la_inference_uses_the_label_ema_of_this_generations_batches():
+    info = TaskInfo(2, 10, (8, 2), total_steps=100)
+    learner = CReST(LogitsAsImages(), info, imbalance_ratio=4.0)
+    assert torch.allclose(learner.p_data, torch.tensor([0.8, 0.2]))  # gt_p stays the DA profile
+    assert torch.allclose(learner.logit_adjustment(), torch.tensor([0.5, 0.5]).log())
+    out = {"unlabeled_distribution": torch.tensor([0.5, 0.5])}
+    # crest `PData.update`: p ← 0.999·p + 0.001·mean(onehot(y)), from uniform; picks are labels
+    learner.on_step_end({"y": torch.tensor([1])}, out, step=0)  # [0.4995, 0.5005]
+    learner.on_step_end({"y": torch.tensor([0, 0, 0, 1])}, out, step=1)
+    expected = torch.tensor([0.4997505, 0.5002495])  # 0.999·[0.4995, 0.5005] + 0.001·[0.75, 0.25]
+    assert torch.allclose(learner.logit_adjustment(), expected.log(), atol=1e-7)
+    assert CReST(LogitsAsImages(), info, la_inference=False).logit_adjustment() is None
+
+
 FAST_LT = [
     "--steps",
     "30",

@@ -155,10 +155,52 @@ def test_alignment_state_updates_after_the_step_with_unaligned_predictions():
     assert {"rotation_head.weight", "rotation_head.bias"} <= set(state)
 
 
+@pytest.mark.parametrize("redux", ["swap", "mean"])
+def test_swap_and_mean_guess_from_every_view_and_feed_p_model_their_mean(redux):
+    torch.manual_seed(0)
+    model = TinyNet().train()
+    calls = _record_bn_calls(model)
+    algorithm = ReMixMatch(model, info(), k=2, redux=redux, lambda_rot=0.0)
+    batch = _batch(k=2)
+    out = algorithm(batch, step=0)
+    # u_w (no grad), u_s0 (the pre-mixup call), u_s1 (no grad), then the K + 2 = 4 mixup calls
+    assert calls == [(False, False), (False, True), (False, False)] + [(False, True)] * 3 + [
+        (True, True)
+    ]
+    with torch.no_grad():
+        reference = copy.deepcopy(model)
+        logits_y = [reference(batch[view]) for view in ("u_w", "u_s0", "u_s1")]
+    uniform = torch.full((3,), 1 / 3)
+    targets, p_model_y = _guess_label(logits_y, uniform, uniform, redux)
+    # code: p_model.update(guess.p_model), the mean over all (K + 1)·B rows
+    assert torch.allclose(out["unlabeled_distribution"], p_model_y.mean(0), atol=1e-6)
+    algorithm.on_step_end(batch, out, step=0)
+    assert torch.equal(algorithm.alignment.p_model.history[-1], out["unlabeled_distribution"])
+    accuracy = (targets[:8].argmax(1) == batch["u_y"]).float().mean()
+    assert out["pseudo_label_accuracy"].item() == pytest.approx(accuracy.item())
+
+
 def test_labeled_counts_target_uses_the_labeled_histogram():
     task = TaskInfo(num_classes=3, num_labeled=6, labeled_class_counts=(4, 1, 1), total_steps=9)
     algorithm = ReMixMatch(TinyNet(), task, alignment_target="labeled_counts")
     assert torch.allclose(algorithm.alignment.p_data(), torch.tensor([4 / 6, 1 / 6, 1 / 6]))
+
+
+def test_user_given_p_data_is_a_fixed_alignment_target():
+    # the code's --p_unlabeled=4,2,2 (divided by its max, then renormalised by PData)
+    algorithm = ReMixMatch(TinyNet(), info(), p_data=[4, 2, 2], alignment_target="labeled_counts")
+    assert torch.allclose(algorithm.alignment.p_data(), torch.tensor([0.5, 0.25, 0.25]))
+    history = torch.tensor([[0.5, 0.3, 0.2]]).repeat(128, 1)
+    algorithm.alignment.p_model.history.copy_(history)
+    probs = torch.tensor([[0.6, 0.3, 0.1]])
+    # p · (1e-6 + p_data) / (1e-6 + p_model) = (0.6, 0.25, 0.125) / 0.975
+    expected = torch.tensor([[0.6 / 0.975, 0.25 / 0.975, 0.125 / 0.975]])
+    assert torch.allclose(algorithm.alignment(probs), expected, atol=1e-6)
+    algorithm.on_step_end(_batch(), {"unlabeled_distribution": probs[0]}, step=0)
+    assert torch.allclose(algorithm.alignment.p_data(), torch.tensor([0.5, 0.25, 0.25]))
+    for bad in ([0.5, 0.5], [1.0, -1.0, 1.0], [0, 0, 0]):
+        with pytest.raises(UserError, match="algorithm.p_data must be 3 non-negative"):
+            ReMixMatch(TinyNet(), info(), p_data=bad)
 
 
 def test_rotation_needs_square_images():
@@ -170,11 +212,22 @@ def test_rotation_needs_square_images():
 
 # ======== parity with a reference written from docs/algorithms.md#remixmatch ========
 # (not from the implementation)
-def _reference_step(model, head, batch, lam, perm, p_model, p_data, step, xe):
-    """One ReMixMatch loss, step by step as docs/algorithms.md#remixmatch
+def _guess_label(logits_y, p_data, p_model, redux):
+    """remixmatch_no_cta.py `guess_label` (T = 0.5, use_dm), transcribed: (K + 1)·B targets."""
+    if redux == "swap":
+        p_model_y = torch.cat([x.softmax(1) for x in logits_y[1:] + logits_y[:1]])
+    elif redux == "mean":
+        p_model_y = (sum(x.softmax(1) for x in logits_y) / len(logits_y)).repeat(len(logits_y), 1)
+    else:  # '1st'
+        p_model_y = logits_y[0].softmax(1).repeat(len(logits_y), 1)
+    p_weighted = p_model_y * (1e-6 + p_data) / (1e-6 + p_model)
+    p_weighted = p_weighted / p_weighted.sum(1, keepdim=True)
+    p_target = p_weighted**2 / (p_weighted**2).sum(1, keepdim=True)
+    return p_target, p_model_y
 
-    describes it (K = 2, B = 8).
-    """
+
+def _reference_step(model, head, batch, lam, perm, p_model, p_data, step, xe, redux="1st"):
+    """One ReMixMatch loss, step by step as docs/algorithms.md#remixmatch describes (K=2, B=8)."""
     x, y, u_w, u_s = batch["x"], batch["y"], batch["u_w"], [batch["u_s0"], batch["u_s1"]]
     B = len(x)
     # 1. Rotation of u_s0 by fixed quarters, its own call, through the embedding and a 4-way head.
@@ -182,17 +235,16 @@ def _reference_step(model, head, batch, lam, perm, p_model, p_data, step, xe):
     rot_labels = torch.tensor([i // (B // 4) for i in range(B)])
     rotated = torch.stack([torch.rot90(u_s[0][i], turns[rot_labels[i]], (1, 2)) for i in range(B)])
     loss_rot = F.cross_entropy(head(model.forward_features(rotated)), rot_labels)
-    # 2. Guess with DA and sharpening, no gradient.
+    # 2. Guess with DA and sharpening, no gradient; redux 'swap'/'mean' predict on every view.
+    logits_u_s0 = model(u_s[0])
     with torch.no_grad():
-        p = model(u_w).softmax(1)
-        aligned = p * (1e-6 + p_data) / (1e-6 + p_model)
-        aligned = aligned / aligned.sum(1, keepdim=True)
-        q = aligned**2 / (aligned**2).sum(1, keepdim=True)
-    # 3. Pre-mixup loss on u_s0.
-    loss_u1 = -(q * model(u_s[0]).log_softmax(1)).sum(1).mean()
+        logits_y = [model(u_w), logits_u_s0.detach(), model(u_s[1])]
+        q, _ = _guess_label(logits_y, p_data, p_model, redux)
+    # 3. Pre-mixup loss on u_s0 with the first B targets (`ly[:batch]`).
+    loss_u1 = -(q[:B] * logits_u_s0.log_softmax(1)).sum(1).mean()
     # 4. MixUp over [x, u_w, u_s0, u_s1] with per-example λ' = max(λ, 1 − λ).
     inputs = [x, u_w, *u_s]
-    targets = [F.one_hot(y, 3).float(), q, q, q]
+    targets = [F.one_hot(y, 3).float(), *q.split(B)]
     pool_x, pool_t = torch.cat(inputs), torch.cat(targets)
     w = torch.maximum(lam, 1 - lam)
     mixed_x = w.view(-1, 1, 1, 1) * pool_x + (1 - w.view(-1, 1, 1, 1)) * pool_x[perm]
@@ -217,11 +269,19 @@ def _reference_step(model, head, batch, lam, perm, p_model, p_data, step, xe):
     return loss_x + 0.5 * ramp * loss_u1 + 1.5 * ramp * loss_u + 0.5 * loss_rot
 
 
-@pytest.mark.parametrize(("unlabeled_loss", "alignment"), [("xe", True), ("l2", False)])
-def test_two_view_step_matches_the_reference(monkeypatch, unlabeled_loss, alignment):
+@pytest.mark.parametrize(
+    ("unlabeled_loss", "alignment", "redux"),
+    [("xe", True, "1st"), ("l2", False, "1st"), ("xe", True, "swap"), ("xe", True, "mean")],
+)
+def test_two_view_step_matches_the_reference(monkeypatch, unlabeled_loss, alignment, redux):
     torch.manual_seed(0)
     algorithm = ReMixMatch(
-        TinyNet(), info(), k=2, unlabeled_loss=unlabeled_loss, distribution_alignment=alignment
+        TinyNet(),
+        info(),
+        k=2,
+        unlabeled_loss=unlabeled_loss,
+        distribution_alignment=alignment,
+        redux=redux,
     ).train()
     g = torch.Generator().manual_seed(1)
     history = torch.rand(128, 3, generator=g)
@@ -252,6 +312,7 @@ def test_two_view_step_matches_the_reference(monkeypatch, unlabeled_loss, alignm
         p_data,
         12288,
         unlabeled_loss == "xe",
+        redux,
     )
     expected_grads = torch.autograd.grad(
         expected, [*reference_model.parameters(), *reference_head.parameters()]

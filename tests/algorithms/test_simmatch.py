@@ -7,7 +7,8 @@ from torch import nn
 from semisup.algorithms.simmatch import SimMatch, SimMatchImageNet, aggregate, unfold
 from semisup.config import build_config
 from semisup.engine.checkpoint import load_checkpoint
-from semisup.experiment import build_trainer
+from semisup.engine.optim import learning_rate
+from semisup.experiment import build_trainer, resolve_optim
 from semisup.modules.alignment import align_with_queue
 from semisup.modules.memory import momentum_update
 
@@ -69,9 +70,9 @@ class FeaturesAsImages(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _hand_setup(threshold: float) -> tuple[SimMatch, dict]:
+def _hand_setup(threshold: float, **kwargs) -> tuple[SimMatch, dict]:
     algorithm = SimMatch(
-        FeaturesAsImages(), info(3, 4), threshold=threshold, proj_dim=2, start_steps=0
+        FeaturesAsImages(), info(3, 4), threshold=threshold, proj_dim=2, start_steps=0, **kwargs
     )
     with torch.no_grad():  # projection = the last two features
         algorithm.head[0].weight.copy_(torch.eye(5))
@@ -120,11 +121,22 @@ def test_on_step_end_writes_bank_and_queue():
     out = algorithm(batch, step=0)
     queue_before = algorithm.da_queue.history.clone()
     algorithm.on_step_end(batch, out, step=0)
-    expected = momentum_update(BANK[1:2], torch.tensor([[1.0, 0.0]]), 0.7)
-    assert torch.allclose(algorithm.bank.embeddings[1], expected[0])
+    # CIFAR code: 0.7·(1/√2, 1/√2) + 0.3·(1, 0), each dimension normalised over the 1 item
+    assert algorithm.bank.normalization == "code"
+    assert torch.allclose(algorithm.bank.embeddings[1], torch.tensor([1.0, 1.0]))
     assert algorithm.bank.labels.tolist() == [0, 0, 1, 2]
     assert torch.allclose(algorithm.da_queue.history[:-1], queue_before[1:])
     assert torch.allclose(algorithm.da_queue.history[-1], P_W[0], atol=1e-6)
+
+
+def test_paper_bank_normalisation_writes_unit_embeddings():
+    algorithm, batch = _hand_setup(threshold=0.5, bank_normalization="paper")
+    algorithm.on_step_end(batch, algorithm(batch, step=0), step=0)
+    expected = momentum_update(BANK[1:2], torch.tensor([[1.0, 0.0]]), 0.7)
+    # hand: (0.7/√2 + 0.3, 0.7/√2) / its norm
+    assert torch.allclose(expected, torch.tensor([[0.84890147, 0.52855112]]), atol=1e-7)
+    assert torch.allclose(algorithm.bank.embeddings[1], expected[0])
+    assert SimMatchImageNet(TinyNet(), info(3, 4)).bank.normalization == "paper"
 
 
 def _random_batch(u_requires_grad: bool = False) -> dict:
@@ -190,6 +202,26 @@ def test_imagenet_variant_teacher_is_an_ema_and_the_bank_is_overwritten():
     for old, new, live in zip(teacher_before, algorithm.teacher.parameters(), student, strict=True):
         assert torch.allclose(new, 0.999 * old + 0.001 * live)
     assert torch.equal(algorithm.bank.embeddings, out["state"]["bank_embeddings"])
+
+
+def test_imagenet_variant_optimizer_follows_the_imagenet_code():
+    cfg = build_config(None, {"algorithm.name": "simmatch_imagenet", "train.steps": 4000})
+    settings = resolve_optim(cfg, SimMatchImageNet)
+    assert (settings.schedule, settings.warmup_epochs, settings.schedule_epochs) == (
+        "warmup_cosine",
+        5,
+        400,
+    )
+    assert settings.decay_all_parameters and settings.weight_decay == 1e-4
+    # 10 steps per epoch: warm-up 0.03·(t + 1)/50, then ½(1 + cos(π(e − 5)/395)) per epoch
+    assert learning_rate(settings, 0, 4000) == pytest.approx(0.03 / 50)
+    assert learning_rate(settings, 49, 4000) == pytest.approx(0.03)
+    assert learning_rate(settings, 3999, 4000) == pytest.approx(
+        0.015 * (1 + math.cos(math.pi * 394 / 395))
+    )
+    assert not resolve_optim(
+        build_config(None, {"algorithm.name": "simmatch"}), SimMatch
+    ).decay_all_parameters
 
 
 def _config(**extra):

@@ -34,6 +34,29 @@ def test_hand_computed_unlabeled_loss_with_sharpening_and_masking():
     assert out["loss"].item() == pytest.approx((out["loss_x"] + out["loss_u"]).item())
 
 
+def test_entropy_minimisation_term_of_the_fixmatch_repo():
+    # fixmatch uda.py: loss += we · mean(entropy(softmax(logits_weak))), logits not detached.
+    # H(softmax(ln9, 0, 0)) = ln 11 − (9/11)·ln 9; H(uniform) = ln 3.
+    batch = _batch([[math.log(9), 0.0, 0.0], [0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0]] * 2)
+    settings = {"temperature": 0.5, "tsa_schedule": "none"}
+    plain_model, model = LogitsAsImages(), LogitsAsImages()
+    plain = UDA(plain_model, info(), **settings)(batch, step=0)
+    out = UDA(model, info(), lambda_entropy=0.3, **settings)(batch, step=0)
+    entropy = (math.log(11) - 9 / 11 * math.log(9) + math.log(3)) / 2
+    assert "loss_entropy" not in plain
+    assert out["loss_entropy"].item() == pytest.approx(entropy, abs=1e-6)
+    assert out["loss"].item() == pytest.approx(plain["loss"].item() + 0.3 * entropy, abs=1e-6)
+    # The gradient reaches the weak view: logits s·z, dH/ds = −Σ p_c (z_c − Σ p z) ln p_c for
+    # row 1 (row 2 has z = 0), halved by the mean.
+    p = [9 / 11, 1 / 11, 1 / 11]
+    z = [math.log(9), 0.0, 0.0]
+    mean_z = sum(pc * zc for pc, zc in zip(p, z, strict=True))
+    d_entropy = -sum(pc * (zc - mean_z) * math.log(pc) for pc, zc in zip(p, z, strict=True)) / 2
+    (grad_plain,) = torch.autograd.grad(plain["loss"], plain_model.scale)
+    (grad,) = torch.autograd.grad(out["loss"], model.scale)
+    assert grad.item() == pytest.approx(grad_plain.item() + 0.3 * d_entropy, abs=1e-6)
+
+
 def test_tsa_drops_labeled_examples_above_the_threshold():
     # C = 3, linear TSA: η = 1/3 at step 0. x_1 = (2, 0, 0) has p_correct 0.79 > η: dropped;
     # x_2 = (0, 0, 0) has p_correct = 1/3 = η: kept. At the end of training η = 1 keeps both.

@@ -61,11 +61,25 @@ def test_without_adjustments_or_imbalance_udal_is_fixmatch():
 
 
 def test_u4_p_model_ema_update_and_logit_adjustment_hook():
-    algorithm = UDAL(LogitsAsImages(), lt_info())
+    algorithm = UDAL(LogitsAsImages(), lt_info(), p_model_estimator="ema")
     algorithm.on_step_end({}, {"unlabeled_distribution": torch.tensor([0.9, 0.1])}, 0)
     assert torch.allclose(algorithm.p_model(), torch.tensor([0.5004, 0.4996]), atol=1e-6)
     assert torch.allclose(algorithm.logit_adjustment(), torch.tensor([0.8, 0.2]).log())
     assert UDAL(LogitsAsImages(), lt_info(), la_inference=False).logit_adjustment() is None
+
+
+@pytest.mark.parametrize("cls", [UDAL, UDALMixMatch])
+def test_default_p_model_is_the_crest_codes_128_batch_window(cls):
+    algorithm = cls(LogitsAsImages(), lt_info())
+    assert algorithm.p_model.history.shape == (128, 2)
+    algorithm.on_step_end({}, {"unlabeled_distribution": torch.tensor([0.9, 0.1])}, 0)
+    # PMovingAverage: 127 uniform rows and [0.9, 0.1] → (127·0.5 + 0.9) / 128
+    assert torch.allclose(algorithm.p_model(), torch.tensor([0.503125, 0.496875]), atol=1e-7)
+    for _ in range(128):  # after 128 more batches only the new means are left
+        algorithm.on_step_end({}, {"unlabeled_distribution": torch.tensor([0.7, 0.3])}, 0)
+    assert torch.allclose(algorithm.p_model(), torch.tensor([0.7, 0.3]), atol=1e-6)
+    small = cls(LogitsAsImages(), lt_info(), window=4)
+    assert small.p_model.history.shape == (4, 2)
 
 
 class NoBatchNormNet(nn.Module):

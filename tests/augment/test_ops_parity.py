@@ -39,6 +39,7 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from torch import Tensor
 
 from semisup.augment import ops
+from semisup.augment._mappings import shortest_decimal
 from semisup.augment.ops import OPS, OPS_CODE_TRANSLATE, Op, op_table
 
 # (max abs difference, mean abs difference) allowed per op; see the table above.
@@ -341,15 +342,34 @@ def test_non_contiguous_images(layout: str) -> None:
 
 
 def test_float32_levels_and_broadcast_levels() -> None:
-    images = random_images((3, 32, 32), n=10)
-    levels32 = level_column(10).to(torch.float32)
+    images = random_images((3, 32, 32), n=13)
+    # rotate's rounding boundaries: (2v - 1)·45 is -4.4999…, 13.5000…02, 31.4999… for the
+    # decimals v = 0.45, 0.65, 0.85 (-4, 14, 31 degrees) but -4.5000011, 13.4999979, 31.5000021
+    # for their float32 values (-5, 13, 32)
+    levels32 = torch.cat([level_column(10), torch.tensor([0.45, 0.65, 0.85])]).to(torch.float32)
+    decimals = torch.tensor([float(str(v)) for v in levels32.numpy()], dtype=torch.float64)
     for name in DETERMINISTIC:
         ours = OPS[name].fn(images, levels32)
-        assert_close_to_pillow(name, ours, pil_batch(name, images, levels32))
+        assert_close_to_pillow(name, ours, pil_batch(name, images, decimals))
+    assert ops.rotate_degrees(ops.per_image_levels(levels32, images))[-3:].tolist() == [-4, 14, 31]
+    boundary = pil_batch("rotate", images[:1], torch.tensor([0.45], dtype=torch.float64))
+    for level in (0.45, torch.tensor(0.45), torch.tensor([0.45]), torch.tensor([0.45]).half()):
+        assert torch.equal(ops.rotate(images[:1], level), boundary), level
+    assert not torch.equal(ops.rotate(images[:1], 0.45), ops.rotate(images[:1], 0.4499999))
     assert torch.equal(ops.rotate(images, torch.tensor(0.25)), ops.rotate(images, 0.25))
     assert torch.equal(
-        ops.rotate(images, 0.25), ops.rotate(images, torch.full((10,), 0.25, dtype=torch.float64))
+        ops.rotate(images, 0.25), ops.rotate(images, torch.full((13,), 0.25, dtype=torch.float64))
     )
+
+
+def test_shortest_decimal_is_the_decimal_python_prints() -> None:
+    generator = torch.Generator().manual_seed(0)
+    levels = torch.cat([torch.rand(2000, generator=generator), torch.tensor([0.0, 1.0, 1e-8])])
+    for narrow in (levels, levels.half()):
+        printed = [float(str(v)) for v in narrow.numpy()]
+        assert shortest_decimal(narrow).tolist() == printed, narrow.dtype
+    brain = levels.bfloat16()  # numpy has no bfloat16: check the round trip only
+    assert torch.equal(shortest_decimal(brain).to(torch.bfloat16), brain)
 
 
 def test_wrong_level_shape_raises() -> None:

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -129,6 +131,87 @@ def test_long_tail_errors(protocol, num_labels, includes, message):
         protocol.split(synthetic(50), num_labels, 0, includes)
 
 
+# ---------------------------------------------------------------- DARP protocol
+def darp_make_imb_data(max_num, class_num, gamma):
+    """bbuing9/DARP common.py `make_imb_data`, transcribed."""
+    mu = np.power(1 / gamma, 1 / (class_num - 1))
+    return [
+        int(max_num / gamma) if i == class_num - 1 else int(max_num * np.power(mu, i))
+        for i in range(class_num)
+    ]
+
+
+def darp_train_split(labels, n_labeled_per_class, n_unlabeled_per_class, fix):
+    """bbuing9/DARP dataset/all_cifar10.py `train_split`, transcribed."""
+    labels = np.array(labels)
+    labeled, unlabeled = [], []
+    for i in range(10):
+        idxs = np.where(labels == i)[0]
+        labeled.extend(idxs[: n_labeled_per_class[i]])
+        start = 0 if fix else n_labeled_per_class[i]
+        unlabeled.extend(idxs[start : n_labeled_per_class[i] + n_unlabeled_per_class[i]])
+    return sorted(labeled), sorted(unlabeled)
+
+
+def shuffled(per_class: int, seed: int = 0):
+    """`synthetic` with the classes interleaved at random, so "first" depends on the order."""
+    data = synthetic(per_class)
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(data.train_targets)))
+    return dataclasses.replace(data, train_targets=data.train_targets[order])
+
+
+@pytest.mark.parametrize("gamma", [50, 100, 150])
+def test_darp_head_counts_are_make_imb_data(gamma):
+    for head in (1500, 3000):
+        assert long_tail_counts(head, 10, gamma).tolist() == darp_make_imb_data(head, 10, gamma)
+    assert darp_make_imb_data(1500, 10, 100) == [1500, 899, 539, 323, 193, 116, 69, 41, 25, 15]
+    assert darp_make_imb_data(3000, 10, 100) == [3000, 1798, 1078, 646, 387, 232, 139, 83, 50, 30]
+
+
+@pytest.mark.parametrize(("profile", "gamma_u"), [("same", 100), ("uniform", 1)])
+@pytest.mark.parametrize("fix", [True, False])
+def test_darp_split_equals_the_darp_code(profile, gamma_u, fix):
+    data = shuffled(5000)
+    targets = data.train_targets.numpy()
+    darp = LongTail(100, None, profile, labeled_head=1500, unlabeled_head=3000, order="first")
+    split = darp.split(data, None, seed=1, unlabeled_includes_labeled=fix)
+    n = darp_make_imb_data(1500, 10, 100)
+    u = darp_make_imb_data(3000, 10, gamma_u)  # Table 2: --imb_ratio_u 1
+    labeled, unlabeled = darp_train_split(targets, n, u, fix)
+    assert split.labeled.tolist() == labeled and split.unlabeled.tolist() == unlabeled
+    assert len(split.labeled) == 3720
+    # the first images of each class: the same split for every seed
+    again = darp.split(data, None, seed=7, unlabeled_includes_labeled=fix)
+    assert np.array_equal(again.labeled, split.labeled)
+    assert np.array_equal(again.unlabeled, split.unlabeled)
+
+
+def test_head_sizes_with_random_order_follow_the_seed():
+    data = shuffled(600)
+    usb = LongTail(10, None, labeled_head=150, unlabeled_head=300)
+    a, b = usb.split(data, None, 1, False), usb.split(data, None, 2, False)
+    targets = data.train_targets.numpy()
+    assert np.bincount(targets[a.labeled]).tolist() == long_tail_counts(150, 10, 10).tolist()
+    assert np.bincount(targets[a.unlabeled]).tolist() == long_tail_counts(300, 10, 10).tolist()
+    assert not set(a.labeled) & set(a.unlabeled)
+    assert not np.array_equal(a.labeled, b.labeled)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "num_labels", "message"),
+    [
+        (LongTail(100, None, labeled_head=1500), None, "go together"),
+        (LongTail(100, 0.1, labeled_head=15, unlabeled_head=30), None, "replace"),
+        (LongTail(10, None, labeled_head=15, unlabeled_head=30), 40, "disagrees"),
+        (LongTail(100, None, labeled_head=50, unlabeled_head=30), None, "rarest class no label"),
+        (LongTail(10, None, labeled_head=30, unlabeled_head=30), None, "fewer than the 30"),
+    ],
+)
+def test_head_size_errors(protocol, num_labels, message):
+    with pytest.raises(UserError, match=message):
+        protocol.split(synthetic(50), num_labels, 0, False)
+
+
 # ---------------------------------------------------------------- class mismatch
 @pytest.mark.parametrize(
     ("percent", "classes"),
@@ -217,6 +300,10 @@ def test_build_protocol_choices_and_conflicts():
         build_protocol(None, None, "reversed", None, "auto")
     with pytest.raises(UserError, match="needs data.mismatch"):
         build_protocol(None, None, "same", None, "animals")
+    darp = build_protocol(100.0, None, "same", None, "auto", 1500, 3000, "first")
+    assert darp == LongTail(100.0, None, "same", 1500, 3000, "first")
+    with pytest.raises(UserError, match="split_order=first needs a long-tailed split"):
+        build_protocol(None, None, "same", None, "auto", split_order="first")
 
 
 def test_ssl_data_of_a_mismatch_split_has_six_classes():
@@ -242,3 +329,10 @@ def test_experiment_builds_protocols_from_config_keys():
     # The resolved config (as written to config.yaml, used by --resume) rebuilds the same split.
     again = build_trainer(config_from_dict(lt.to_dict()), None)
     assert torch.equal(again.data.labeled_idx, first.data.labeled_idx)
+    heads = {"data.imbalance_ratio": 4, "data.labeled_head": 20, "data.unlabeled_head": 40}
+    darp_cfg = build_config(None, {**base, **heads, "data.split_order": "first"})
+    darp = build_trainer(darp_cfg, None)
+    assert darp.algorithm.info.labeled_class_counts == tuple(long_tail_counts(20, 10, 4).tolist())
+    resumed = build_trainer(config_from_dict(darp_cfg.to_dict()), None)
+    assert torch.equal(resumed.data.labeled_idx, darp.data.labeled_idx)
+    assert torch.equal(resumed.data.unlabeled_idx, darp.data.unlabeled_idx)

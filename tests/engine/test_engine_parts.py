@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -90,6 +92,53 @@ def test_coupled_weight_decay_only_on_kernels():
     assert optimizer.param_groups[0]["weight_decay"] == 0.02
     assert optimizer.param_groups[1]["weight_decay"] == 0
     assert optimizer.param_groups[0]["params"][0] is model.weight
+
+
+def test_decay_all_parameters_decays_biases_coupled_and_decoupled():
+    model = torch.nn.Linear(2, 2)
+    sgd = _settings(name="sgd", decoupled_weight_decay=False, decay_all_parameters=True)
+    optimizer = build_optimizer(model, sgd)
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [0.02, 0.02]
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        model.bias.fill_(1.0)
+    adam = _settings(decay_all_parameters=True)
+    optimizer = build_optimizer(model, adam)
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [0, 0]
+    decay_kernels(optimizer, adam, 0.002)
+    assert torch.allclose(model.bias, torch.full((2,), 0.99996))  # 1 − 0.02·0.002
+    assert torch.allclose(model.weight, torch.full((2, 2), 0.99996))
+
+
+def simmatch_imagenet_rates(base_lr, epochs, warmup_epoch, steps_per_epoch):
+    """KyleZheng1997/simmatch simmatch.py + utils/lr_schedule.py (--cos), transcribed."""
+    rates, lr = [], base_lr
+    for epoch in range(epochs):
+        if epoch >= warmup_epoch:  # adjust_learning_rate, once per epoch
+            progress = float(epoch - warmup_epoch) / float(epochs - warmup_epoch)
+            lr = base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        for i in range(steps_per_epoch):
+            if epoch < warmup_epoch:  # warmup_learning_rate, every step
+                warmup_step = warmup_epoch * steps_per_epoch
+                curr_step = epoch * steps_per_epoch + i + 1
+                lr = base_lr * min(1.0, max(0.0, float(curr_step) / float(max(1, warmup_step))))
+            rates.append(lr)
+    return rates
+
+
+def test_warmup_cosine_is_simmatch_imagenets_schedule():
+    s = _settings(name="sgd", lr=0.03, schedule="warmup_cosine", warmup_epochs=1, schedule_epochs=4)
+    # 4 epochs of 2 steps: warm-up 0.015, 0.03; then ½(1 + cos(π·k/3)) = 1, 0.75, 0.25 per epoch
+    rates = [learning_rate(s, step, 8) for step in range(8)]
+    hand = [0.015, 0.03, 0.03, 0.03, 0.0225, 0.0225, 0.0075, 0.0075]
+    assert rates == pytest.approx(hand, abs=1e-12)
+    s = _settings(lr=0.03, schedule="warmup_cosine", warmup_epochs=5, schedule_epochs=400)
+    expected = simmatch_imagenet_rates(0.03, 400, 5, 7)
+    assert [learning_rate(s, step, 2800) for step in range(2800)] == pytest.approx(expected)
+    with pytest.raises(UserError, match=r"optim.warmup_epochs \(400\) must be"):
+        learning_rate(
+            _settings(schedule="warmup_cosine", warmup_epochs=400, schedule_epochs=400), 0, 10
+        )
 
 
 def test_metrics_and_median():

@@ -18,9 +18,12 @@ salesforce/CoMatch `Train_CoMatch.py` (mirrored by USB `algorithms/comatch`):
   (threshold 0.8, self-loops, temperature 0.2); L = L_x + λ_u L_u + λ_c L_c, λ_c = 1 (CIFAR-10);
 - SGD 0.03 Nesterov with cosine decay, wd 5e-4, 512 epochs of 1024 steps (2^19 steps).
 
-The code's second strong view (u_s1) is SimCLR's augmentation (random resized crop, colour
-jitter, grey scale), which this library does not have; u_s1 is an independent draw of the
-strong policy without cutout instead (USB uses the strong policy for both views).
+The two strong views are the code's (`datasets/cifar.py`): u_s0 is the weak view plus the
+strong policy and a cutout (`trans_strong0`: RandAugment(2, 10) + cutout 16 px; here the
+configured `augment.strong` policy, with its cutout); u_s1 is SimCLR's augmentation on the
+stored image (`trans_strong1`: random resized crop of 20-100 % of the area, flip, colour
+jitter 0.4/0.4/0.4/0.1 with probability 0.8, grey scale with probability 0.2), the "simclr"
+view (`semisup.augment.simclr`, Pillow-exact). USB draws both views from its strong policy.
 """
 
 from __future__ import annotations
@@ -150,7 +153,7 @@ class CoMatch(Algorithm):
         self.temperature = temperature
         self.contrast_threshold = contrast_threshold
         self.alpha = alpha
-        self.views = {"x": "weak", "u_w": "weak", "u_s0": "strong_cutout", "u_s1": "strong"}
+        self.views = {"x": "weak", "u_w": "weak", "u_s0": "strong_cutout", "u_s1": "simclr"}
         self.head = ProjectionHead(model.num_features, proj_dim, negative_slope=0.1)
         self.queue = EmbeddingQueue(queue_size, proj_dim, info.num_classes)
         self.da_queue = WindowMean(info.num_classes, da_length, fill=0.0)

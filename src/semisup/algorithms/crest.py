@@ -15,7 +15,11 @@ Follows google-research/crest (`util/semisup.py`, `data/cifar.py`, `fixmatch.py`
   writes α = 1/3); class c adds the int(n_c·μ_c) most confident of its n_c predicted images;
 - CReST+: the pseudo-labels are aligned to normalise(gt_p^t) with the generation's
   t_g = (1 − g/(G−1))·1 + (g/(G−1))·t_min, t_min = 0.5, and p_model the mean of the last
-  128 batch means (FixMatchDA's alignment with its α fixed to t_g).
+  128 batch means (FixMatchDA's alignment with its α fixed to t_g);
+- "LA (Inf)", the logit-adjusted evaluation, subtracts log p_data with p_data the code's `PData`
+  (`util/train.py` `eval_step`, updated in `fixmatch.py` `step_fn`): an EMA (0.999, from
+  uniform) of the one-hot labels of this generation's labeled batches, picks included, not
+  gt_p.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semisup.algorithms.base import TaskInfo
 from semisup.algorithms.fixmatch_da import FixMatchDA
 from semisup.algorithms.registry import ALGORITHMS
 from semisup.math import prior
+from semisup.modules import alignment
 
 
 def class_profile(counts: Sequence[int], imbalance_ratio: float | None) -> Tensor:
@@ -105,7 +111,9 @@ class CReST(FixMatchDA):
     `distribution_alignment`: CReST+'s alignment of generation g, target normalise(gt_p^t)).
     FixMatchDA's pipeline: one forward call over (x, u_w, u_s), mask and hard label from the
     (aligned) weak-view prediction, L_u averaged over all μB, p_model the mean of the last 128
-    un-aligned batch means. gt_p also gives the logit adjustment of `test_accuracy_la`.
+    un-aligned batch means. The logit adjustment of `test_accuracy_la` is log of
+    `label_prior`, the EMA of the labeled batches' one-hot labels (pseudo-labels of the picks
+    included), updated after each step as the code's `p_data`.
 
     Args:
         model: the classifier.
@@ -117,8 +125,10 @@ class CReST(FixMatchDA):
         distribution_alignment: align the pseudo-labels (CReST+).
         da_temperature: t, the exponent of gt_p in the alignment target.
         imbalance_ratio: γ of the long-tailed data, for gt_p; None: the labeled class prior.
-        la_inference: report logit-adjusted test accuracy (logits − log gt_p).
+        la_inference: report logit-adjusted test accuracy (logits − log p_data, p_data the
+            label EMA).
         window: batches in the p_model window (128).
+        prior_momentum: EMA momentum of the label prior used by LA (Inf) (`PData`, 0.999).
     """
 
     def __init__(
@@ -133,6 +143,7 @@ class CReST(FixMatchDA):
         imbalance_ratio: float | None = None,
         la_inference: bool = True,
         window: int = 128,
+        prior_momentum: float = 0.999,
     ) -> None:
         # k = 0 holds FixMatchDA's exponent at its final value: t for the whole generation.
         super().__init__(
@@ -149,3 +160,14 @@ class CReST(FixMatchDA):
         )
         self.views = {"x": "weak", "u_w": "weak", "u_s": "strong_cutout"}
         self.p_data.copy_(class_profile(info.labeled_class_counts, imbalance_ratio))
+        self.label_prior = alignment.EMADistribution(info.num_classes, prior_momentum)
+
+    @torch.no_grad()
+    def on_step_end(self, batch: dict[str, Tensor], out: dict[str, Tensor], step: int) -> None:
+        """p_model ← the un-aligned weak batch mean; the label EMA ← this batch's labels."""
+        super().on_step_end(batch, out, step)
+        self.label_prior.update(F.one_hot(batch["y"], self.num_classes).float())
+
+    def logit_adjustment(self) -> Tensor | None:
+        """The "LA (Inf)" shift: log of the label EMA (crest `util/train.py` `eval_step`)."""
+        return self.label_prior().log() if self.la_inference else None

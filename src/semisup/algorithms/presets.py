@@ -19,6 +19,9 @@ FIXMATCH_SGD: dict[str, Any] = {
     "decoupled_weight_decay": False,
     "schedule": "cosine",
     "cosine_factor": 7 / 16,
+    "warmup_epochs": 0,
+    "schedule_epochs": 1,
+    "decay_all_parameters": False,
 }
 
 # google-research/mixmatch (and remixmatch, realmix): Adam 0.002, constant rate, decoupled decay:

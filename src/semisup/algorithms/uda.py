@@ -14,7 +14,9 @@ google-research/fixmatch `uda.py` (the FixMatch baseline):
   CIFAR-10 TPU script (its GPU script, the fixmatch repo and USB default to none);
 - μ = 7 as in the fixmatch repo and USB (the uda repo used 5 on GPU, 30 on TPU); SGD + Nesterov
   0.03, FixMatch's cosine decay, L2 5e-4. The strong view is RandAugment + cutout in the paper
-  (`augment.strong=randaugment_crest`); CTAugment + cutout by default here.
+  (`augment.strong=randaugment_crest`); CTAugment + cutout by default here;
+- the fixmatch repo's entropy minimisation (`uda.py`: `loss_ent * we`, flag `we` = 0): the mean
+  entropy of softmax(z_w) over all μB weak views, with gradient through z_w, off by default.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ class UDA(Algorithm):
     """UDA (Xie et al., NeurIPS 2020): KL to the sharpened weak-view prediction, TSA on labels.
 
     L = (1/Σm) Σ m_b·CE(x_b, y_b) + λ·(1/μB) Σ 1[max p(u_w) ≥ β]·KL(p(u_w)^(1/T) ‖ p(u_s)),
-    with m_b = 1[p(y_b | x_b) ≤ η(t)] (TSA). No gradient flows through the target, the
-    confidence mask or the TSA mask.
+    with m_b = 1[p(y_b | x_b) ≤ η(t)] (TSA), plus λ_e·mean_μB H(softmax(z_w)) when
+    `lambda_entropy` > 0. No gradient flows through the target, the confidence mask or the
+    TSA mask; the entropy term is the only one whose gradient reaches the weak view.
 
     Args:
         model: the classifier.
@@ -45,6 +48,7 @@ class UDA(Algorithm):
         tsa_schedule: how the TSA threshold η rises from 1/C to 1 (see
             `semisup.math.tsa.threshold`); "none" turns TSA off.
         mu: μ, unlabeled images per labeled image in a batch.
+        lambda_entropy: λ_e, weight of the weak-view entropy (the fixmatch repo's `we`, 0).
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class UDA(Algorithm):
         lambda_u: float = 1.0,
         tsa_schedule: tsa.Schedule = "linear",
         mu: int = 7,
+        lambda_entropy: float = 0.0,
     ) -> None:
         super().__init__(model, info)
         self.threshold = threshold
@@ -63,6 +68,7 @@ class UDA(Algorithm):
         self.lambda_u = lambda_u
         self.tsa_schedule = tsa_schedule
         self.mu = mu
+        self.lambda_entropy = lambda_entropy
         self.views = {"x": "weak", "u_w": "weak", "u_s": "strong_cutout"}
 
     def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
@@ -76,14 +82,20 @@ class UDA(Algorithm):
         loss_x = tsa.masked_mean(F.cross_entropy(logits_x, batch["y"], reduction="none"), keep)
 
         # Consistency with the sharpened weak-view prediction, on confident images only.
-        logits_u_w = logits_u_w.detach().float()
-        probs_u_w = logits_u_w.softmax(dim=-1)
+        target_logits = logits_u_w.detach().float()
+        probs_u_w = target_logits.softmax(dim=-1)
         mask = pseudo.confidence_mask(probs_u_w, self.threshold)
-        divergence = losses.kl_divergence(logits_u_w / self.temperature, logits_u_s)
+        divergence = losses.kl_divergence(target_logits / self.temperature, logits_u_s)
         loss_u = (divergence * mask).mean()
 
+        out = pseudo.loss_outputs(loss_x, loss_u, self.lambda_u)
+        if self.lambda_entropy > 0:
+            # Entropy minimisation on the weak view, gradient included (fixmatch `uda.py`, `we`).
+            loss_entropy = losses.entropy(logits_u_w.float()).mean()
+            out["loss"] = out["loss"] + self.lambda_entropy * loss_entropy
+            out["loss_entropy"] = loss_entropy.detach()
         return {
-            **pseudo.loss_outputs(loss_x, loss_u, self.lambda_u),
+            **out,
             "tsa_threshold": torch.tensor(eta),
             "tsa_keep_rate": keep.mean(),
             **pseudo.monitors(probs_u_w, probs_u_w.argmax(dim=-1), mask, batch.get("u_y")),

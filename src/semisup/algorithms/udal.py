@@ -5,11 +5,18 @@ logits are shifted by log(p_data / π_t) and the strong-view logits by log(p̂ /
 π_t = Normalize(p_data^α_t) moving from p_data towards uniform as α_t falls to α_min.
 
 No official code exists. This follows the paper's Algorithm 1 and the reconstruction in
-docs/algorithms.md#udal: p_data is the exact labeled class histogram
-(`TaskInfo.labeled_class_counts`), p̂ an EMA (0.999, from uniform) of the mean weak-view softmax
-updated after each step (so a step's loss uses the estimate from before its batch), and t/T
-counts optimizer steps (Algorithm 1 counts epochs; with 1,024-step epochs the two differ by
-under one epoch).
+docs/algorithms.md#udal:
+p_data is the exact labeled class histogram (`TaskInfo.labeled_class_counts`), p̂ a moving
+average of the mean weak-view softmax updated after each step (so a step's loss uses the
+estimate from before its batch), and t/T counts optimizer steps (Algorithm 1 counts epochs;
+with 1,024-step epochs the two differ by under one epoch).
+
+p̂'s estimator is not stated; the paper says it is a moving average "as in Berthelot et al.
+(2020)" and that it runs on the CReST code base, whose estimator (libml / crest
+`PMovingAverage`, also ReMixMatch's) is the mean of the last 128 batch means, starting uniform.
+That window is the default (`p_model_estimator="window"`), as for `fixmatch_da` and CReST+
+here; the EMA (0.999, from uniform) of the public re-implementations (ADELLO, a semilearn
+fork) is `p_model_estimator="ema"`.
 
 Rows of the paper's Table 1 (CIFAR-10-LT, β = 10 %) and how to run them here:
 
@@ -29,7 +36,7 @@ code base) evaluates it; every algorithm here reports it next to the plain accur
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +50,17 @@ from semisup.math import losses, prior, pseudo
 from semisup.math.schedules import linear_rampup
 from semisup.models import forward
 from semisup.modules import alignment
+
+PModelEstimator = Literal["window", "ema"]
+
+
+def p_model_estimate(
+    num_classes: int, estimator: PModelEstimator, window: int, momentum: float
+) -> nn.Module:
+    """p̂: the mean of the last `window` batch means (CReST/ReMixMatch code) or an EMA."""
+    if estimator == "window":
+        return alignment.WindowMean(num_classes, window)
+    return alignment.EMADistribution(num_classes, momentum)
 
 
 @ALGORITHMS.register("udal")
@@ -61,7 +79,9 @@ class UDAL(PriorTracking, Algorithm):
         mu: μ.
         alpha_min: α at the end of training (0.1 on FixMatch).
         k: schedule rate (2).
-        p_model_momentum: EMA momentum of p̂ (0.999).
+        p_model_estimator: "window" (the CReST code base's 128-batch mean, default) or "ema".
+        window: batches in p̂'s window (128).
+        p_model_momentum: momentum of p̂'s EMA (0.999).
         supervised_adjustment: shift the supervised logits (ablation switch).
         unlabeled_adjustment: shift the strong-view logits (ablation switch).
         la_inference: report post-hoc logit-adjusted accuracy (−log p_data) too.
@@ -76,6 +96,8 @@ class UDAL(PriorTracking, Algorithm):
         mu: int = 7,
         alpha_min: float = 0.1,
         k: float = 2.0,
+        p_model_estimator: PModelEstimator = "window",
+        window: int = 128,
         p_model_momentum: float = 0.999,
         supervised_adjustment: bool = True,
         unlabeled_adjustment: bool = True,
@@ -87,9 +109,8 @@ class UDAL(PriorTracking, Algorithm):
         self.supervised_adjustment = supervised_adjustment
         self.unlabeled_adjustment = unlabeled_adjustment
         self.views = {"x": "weak", "u_w": "weak", "u_s": "strong"}
-        self.track_priors(
-            info, alignment.EMADistribution(info.num_classes, p_model_momentum), la_inference
-        )
+        p_model = p_model_estimate(info.num_classes, p_model_estimator, window, p_model_momentum)
+        self.track_priors(info, p_model, la_inference)
 
     def shifts(self, step: int) -> tuple[Tensor, Tensor, float]:
         """(supervised shift, unlabeled shift, α_t) for this step; zero shifts when switched off."""
@@ -138,7 +159,9 @@ class UDALMixMatch(PriorTracking, MixMatch):
         rampup_steps: λ_U warm-up steps.
         alpha_min: final α (0.5 for MixMatch).
         schedule_k: the α schedule's rate k (2; `k` is MixMatch's view count).
-        p_model_momentum: EMA momentum of p̂.
+        p_model_estimator: "window" (default) or "ema", as `udal`.
+        window: batches in p̂'s window (128).
+        p_model_momentum: momentum of p̂'s EMA (0.999).
         la_inference: report post-hoc logit-adjusted accuracy too.
     """
 
@@ -155,14 +178,15 @@ class UDALMixMatch(PriorTracking, MixMatch):
         rampup_steps: int = 16384,
         alpha_min: float = 0.5,
         schedule_k: float = 2.0,
+        p_model_estimator: PModelEstimator = "window",
+        window: int = 128,
         p_model_momentum: float = 0.999,
         la_inference: bool = True,
     ) -> None:
         super().__init__(model, info, k, temperature, beta, lambda_u, rampup_steps)
         self.alpha_min, self.schedule_k = alpha_min, schedule_k
-        self.track_priors(
-            info, alignment.EMADistribution(info.num_classes, p_model_momentum), la_inference
-        )
+        p_model = p_model_estimate(info.num_classes, p_model_estimator, window, p_model_momentum)
+        self.track_priors(info, p_model, la_inference)
 
     def forward(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         probs_u, targets_u, logits, targets = self.guess_and_mix(batch)

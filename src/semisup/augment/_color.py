@@ -29,6 +29,9 @@ __all__ = [
     "apply_lut",
     "autocontrast_lut",
     "blend",
+    "enhance_brightness",
+    "enhance_color",
+    "enhance_contrast",
     "equalize_lut",
     "grey",
     "histograms",
@@ -150,6 +153,24 @@ def equalize_lut(hist: Tensor) -> Tensor:
     keep = ((occupied > 1) & (step > 0)).to(torch.int64)  # else the identity table
     identity = torch.arange(256, device=hist.device)
     return lut.to(torch.int64).mul_(keep).add_(identity * (1 - keep))
+
+
+def enhance_brightness(images: Tensor, factor: Tensor) -> Tensor:
+    """``ImageEnhance.Brightness(img).enhance(factor)`` per image: blend from black."""
+    identity_table = identity_lut(images.device).expand(images.shape[0], 1, 256)
+    return apply_lut(images, blend(torch.zeros_like(identity_table), identity_table, factor))
+
+
+def enhance_color(images: Tensor, factor: Tensor) -> Tensor:
+    """``ImageEnhance.Color(img).enhance(factor)`` per image: blend from the grey image."""
+    return blend(grey(images), images, factor)  # grey (N, 1, H, W) broadcasts over RGB
+
+
+def enhance_contrast(images: Tensor, factor: Tensor) -> Tensor:
+    """``ImageEnhance.Contrast(img).enhance(factor)`` per image: blend from the mean grey."""
+    identity_table = identity_lut(images.device).expand(images.shape[0], 1, 256)
+    mean = mean_grey_level(images).to(torch.uint8).view(-1, 1, 1).expand_as(identity_table)
+    return apply_lut(images, blend(mean, identity_table, factor))
 
 
 def identity_lut(device: torch.device) -> Tensor:

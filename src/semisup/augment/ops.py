@@ -61,6 +61,9 @@ from semisup.augment._color import (
     apply_lut,
     autocontrast_lut,
     blend,
+    enhance_brightness,
+    enhance_color,
+    enhance_contrast,
     equalize_lut,
     grey,
     histograms,
@@ -205,25 +208,19 @@ def brightness(
     images: Tensor, level: Tensor, *, generator: torch.Generator | None = None
 ) -> Tensor:
     """``ImageEnhance.Brightness(img).enhance(0.1 + 1.9 v)``: blend from black."""
-    factor = enhance_factor(per_image_levels(level, images))
-    identity_table = identity_lut(images.device).expand(images.shape[0], 1, 256)
-    return apply_lut(images, blend(torch.zeros_like(identity_table), identity_table, factor))
+    return enhance_brightness(images, enhance_factor(per_image_levels(level, images)))
 
 
 @register(17)
 def color(images: Tensor, level: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
     """``ImageEnhance.Color(img).enhance(0.1 + 1.9 v)``: blend from the grey image."""
-    factor = enhance_factor(per_image_levels(level, images))
-    return blend(grey(images), images, factor)  # grey (N, 1, H, W) broadcasts over RGB
+    return enhance_color(images, enhance_factor(per_image_levels(level, images)))
 
 
 @register(17)
 def contrast(images: Tensor, level: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
     """``ImageEnhance.Contrast(img).enhance(0.1 + 1.9 v)``: blend from the mean grey level."""
-    factor = enhance_factor(per_image_levels(level, images))
-    identity_table = identity_lut(images.device).expand(images.shape[0], 1, 256)
-    mean = mean_grey_level(images).to(torch.uint8).view(-1, 1, 1).expand_as(identity_table)
-    return apply_lut(images, blend(mean, identity_table, factor))
+    return enhance_contrast(images, enhance_factor(per_image_levels(level, images)))
 
 
 @register(17)

@@ -7,7 +7,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-VIEW_KINDS = ("none", "weak", "strong", "strong_cutout")
+VIEW_KINDS = ("none", "weak", "strong", "strong_cutout", "simclr")
 
 
 class Transform(Protocol):
@@ -21,7 +21,9 @@ class ViewMaker:
 
     Kinds: "none" (the image as stored), "weak" (flip + shift), "strong" (weak, then the strong
     policy: CTAugment or RandAugment), "strong_cutout" (strong, then a full-size cutout, as
-    FixMatch's strong view; RandAugment policies end with their own cutout, so none is added).
+    FixMatch's strong view; RandAugment policies end with their own cutout, so none is added),
+    "simclr" (SimCLR's crop, flip, colour jitter and grey scale on the stored image: CoMatch's
+    second strong view, `augment.simclr`).
     Every view is drawn independently, so two "strong" keys give two different augmentations of
     the same images (ReMixMatch's K strong views).
 
@@ -31,6 +33,7 @@ class ViewMaker:
             just weak, and "strong_cutout" is weak + cutout: the weak+cutout baseline).
         cutout: the cutout transform appended for "strong_cutout".
         strong_has_cutout: `strong` already ends with a cutout (RandAugment).
+        simclr: the transform of "simclr" views (None: the kind is not available).
     """
 
     def __init__(
@@ -39,16 +42,22 @@ class ViewMaker:
         strong: Transform | None,
         cutout: Transform,
         strong_has_cutout: bool = False,
+        simclr: Transform | None = None,
     ) -> None:
         self.weak = weak
         self.strong = strong
         self.cutout = cutout
         self.strong_has_cutout = strong_has_cutout
+        self.simclr = simclr
 
     def make(self, kind: str, images: Tensor, generator: torch.Generator) -> Tensor:
         """One view of `images`."""
         if kind == "none":
             return images
+        if kind == "simclr":
+            if self.simclr is None:
+                raise ValueError("'simclr' views need a ViewMaker built with a simclr transform")
+            return self.simclr(images, generator)
         view = self.weak(images, generator)
         if kind == "weak":
             return view

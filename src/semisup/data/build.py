@@ -53,6 +53,9 @@ def build_data(data: DataConfig, seed: int) -> SSLData:
         data.unlabeled_imbalance,
         data.mismatch,
         data.mismatch_preset,
+        data.labeled_head,
+        data.unlabeled_head,
+        data.split_order,
     )
     return build_ssl_data(
         load_dataset(data), data.num_labels, seed, data.unlabeled_includes_labeled, protocol

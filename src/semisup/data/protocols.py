@@ -5,7 +5,10 @@ images are labeled and which are unlabeled, and may relabel classes (class misma
 the labeled classes, renumbered). `build_ssl_data` applies it before assembling the pool.
 
 * `LongTail` (CIFAR-10-LT of Cui et al. 2019, used by CReST and UDAL; docs/algorithms.md#long-tail):
-  class k keeps N_k = int(N_1 · γ^(−k/(C−1))) random images, ceil(β · N_k) of them labeled.
+  class k keeps N_k = int(N_1 · γ^(−k/(C−1))) random images, ceil(β · N_k) of them labeled;
+  or, with separate head sizes (DARP, Kim et al. 2020, bbuing9/DARP `train.py`), class k has
+  int(N_1 · γ^(−k/(C−1))) labeled and int(M_1 · γ^(−k/(C−1))) unlabeled images, the first
+  ones of the class in the data set's order.
 * `ClassMismatch` (Oliver et al. 2018, used by RealMix; docs/algorithms.md#class-mismatch): 6
   labeled classes; the unlabeled set holds 4 classes, of which `percent` % are classes with no
   labels at all.
@@ -89,15 +92,34 @@ class LongTail:
         Reversed and uniform profiles are drawn apart from the labeled images: adding the
         labeled images would undo the profile, so `unlabeled_includes_labeled` must be False.
 
+    With head sizes (the DARP protocol, bbuing9/DARP `train.py` `make_imb_data` and
+    `dataset/all_cifar10.py` `train_split`; also USB's CIFAR-10-LT) class k has
+    L_k = int(`labeled_head` · γ^(−k/(C−1))) labeled images and U_k = int(`unlabeled_head` ·
+    γ^(−k/(C−1))) unlabeled ones besides them, ordered as `unlabeled_imbalance` says (DARP's
+    Table 2 "uniform" is U_1 for every class). The unlabeled set is those U_k images, plus the
+    labeled ones with `unlabeled_includes_labeled`, which DARP's FixMatch does (its
+    `train_split(..., fix=True)` takes the first L_k + U_k images of the class), for every
+    profile. DARP: γ = 100, N_1 = 1500, M_1 = 3000 on CIFAR-10.
+
+    `order` picks which images of a class are used: "random" (a draw by the split seed, as
+    CReST's data and USB) or "first" (the first images of the class in the data set's stored
+    order, as DARP: the split is then the same for every seed).
+
     Args:
         imbalance_ratio: γ = N_1 / N_C (≥ 1); None keeps the data set's own class counts.
         labeled_fraction: β, labeled fraction of each class; None: use `num_labels`.
         unlabeled_imbalance: class profile of the unlabeled set.
+        labeled_head: N_1, labeled images of the head class (with `unlabeled_head`).
+        unlabeled_head: M_1, unlabeled images of the head class (with `labeled_head`).
+        order: "random" or "first" images of each class.
     """
 
     imbalance_ratio: float | None
     labeled_fraction: float | None
     unlabeled_imbalance: Literal["same", "reversed", "uniform"] = "same"
+    labeled_head: int | None = None
+    unlabeled_head: int | None = None
+    order: Literal["random", "first"] = "random"
 
     def split(
         self,
@@ -109,11 +131,66 @@ class LongTail:
         self._check(unlabeled_includes_labeled)
         _check_no_extra_unlabeled(dataset)
         targets = dataset.train_targets.numpy()
-        available = np.bincount(targets, minlength=dataset.num_classes)
+        if self.labeled_head is not None and self.unlabeled_head is not None:
+            labeled_counts, rest = self._head_counts(dataset.num_classes, num_labels)
+        else:
+            labeled_counts, rest = self._fraction_counts(targets, dataset.num_classes, num_labels)
+        unlabeled_counts = {
+            "same": rest,
+            "reversed": rest[::-1],
+            "uniform": np.full_like(rest, rest.max()),
+        }[self.unlabeled_imbalance]
+
+        rng = np.random.default_rng(seed)
+        labeled, unlabeled = [], []
+        for c in range(dataset.num_classes):
+            members = np.flatnonzero(targets == c)
+            order = rng.permutation(members) if self.order == "random" else members
+            n_labeled, n_unlabeled = int(labeled_counts[c]), int(unlabeled_counts[c])
+            if n_labeled + n_unlabeled > len(order):
+                fix = (
+                    "lower data.labeled_head/unlabeled_head"
+                    if self.labeled_head is not None
+                    else f"set data.imbalance_ratio (profile {self.unlabeled_imbalance})"
+                )
+                raise UserError(
+                    f"class {dataset.class_names[c]} has {len(order)} images, fewer than the "
+                    f"{n_labeled} labeled + {n_unlabeled} unlabeled the split asks for; {fix}"
+                )
+            labeled.append(order[:n_labeled])
+            start = 0 if unlabeled_includes_labeled else n_labeled
+            unlabeled.append(order[start : n_labeled + n_unlabeled])
+        return ProtocolSplit(dataset, _sorted(labeled), _sorted(unlabeled))
+
+    def _head_counts(
+        self, num_classes: int, num_labels: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(L_k, U_k) from the head sizes: DARP's `make_imb_data(N_1, C, γ)` and (M_1, C, γ)."""
+        assert self.labeled_head is not None and self.unlabeled_head is not None
+        gamma = 1.0 if self.imbalance_ratio is None else self.imbalance_ratio
+        labeled_counts = long_tail_counts(self.labeled_head, num_classes, gamma)
+        if labeled_counts.min() < 1:
+            raise UserError(
+                f"data.labeled_head={self.labeled_head} with data.imbalance_ratio={gamma} leaves "
+                f"the rarest class no label; use a head of at least {math.ceil(gamma)}"
+            )
+        if num_labels is not None and num_labels != labeled_counts.sum():
+            raise UserError(
+                f"data.num_labels={num_labels} disagrees with data.labeled_head="
+                f"{self.labeled_head}, which labels {labeled_counts.sum()} images; set only one "
+                "of them"
+            )
+        return labeled_counts, long_tail_counts(self.unlabeled_head, num_classes, gamma)
+
+    def _fraction_counts(
+        self, targets: np.ndarray, num_classes: int, num_labels: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(L_k, N_k − L_k) of the CReST split: N_k long-tailed, L_k by fraction or num_labels."""
+        available = np.bincount(targets, minlength=num_classes)
         if self.imbalance_ratio is None:
             kept = available
         else:
-            kept = long_tail_counts(int(available.min()), dataset.num_classes, self.imbalance_ratio)
+            kept = long_tail_counts(int(available.min()), num_classes, self.imbalance_ratio)
             if kept.min() < 1:
                 raise UserError(
                     f"data.imbalance_ratio={self.imbalance_ratio} leaves the rarest classes no "
@@ -130,29 +207,7 @@ class LongTail:
                 )
         else:
             labeled_counts = labels_per_class(kept, _check_num_labels(num_labels, kept))
-        rest = kept - labeled_counts
-        unlabeled_counts = {
-            "same": rest,
-            "reversed": rest[::-1],
-            "uniform": np.full_like(rest, rest.max()),
-        }[self.unlabeled_imbalance]
-
-        rng = np.random.default_rng(seed)
-        labeled, unlabeled = [], []
-        for c in range(dataset.num_classes):
-            order = rng.permutation(np.flatnonzero(targets == c))
-            n_labeled, n_unlabeled = int(labeled_counts[c]), int(unlabeled_counts[c])
-            if n_labeled + n_unlabeled > len(order):
-                raise UserError(
-                    f"class {dataset.class_names[c]} has {len(order)} images, fewer than the "
-                    f"{n_labeled} labeled + {n_unlabeled} unlabeled that "
-                    f"data.unlabeled_imbalance={self.unlabeled_imbalance} asks for; set "
-                    "data.imbalance_ratio"
-                )
-            labeled.append(order[:n_labeled])
-            start = 0 if unlabeled_includes_labeled else n_labeled
-            unlabeled.append(order[start : n_labeled + n_unlabeled])
-        return ProtocolSplit(dataset, _sorted(labeled), _sorted(unlabeled))
+        return labeled_counts, kept - labeled_counts
 
     def _check(self, unlabeled_includes_labeled: bool) -> None:
         if self.imbalance_ratio is not None and self.imbalance_ratio < 1:
@@ -161,7 +216,18 @@ class LongTail:
             )
         if self.labeled_fraction is not None and not 0 < self.labeled_fraction <= 1:
             raise UserError(f"data.labeled_fraction must be in (0, 1], got {self.labeled_fraction}")
-        if self.unlabeled_imbalance != "same" and unlabeled_includes_labeled:
+        heads = (self.labeled_head, self.unlabeled_head)
+        if (heads[0] is None) != (heads[1] is None):
+            raise UserError(
+                "data.labeled_head and data.unlabeled_head go together (DARP: 1500 and 3000); "
+                f"got {heads[0]} and {heads[1]}"
+            )
+        if heads[0] is not None and (min(heads) < 1 or self.labeled_fraction is not None):
+            raise UserError(
+                f"data.labeled_head/unlabeled_head must be positive and replace "
+                f"data.labeled_fraction; got {heads[0]}, {heads[1]} and {self.labeled_fraction}"
+            )
+        if self.unlabeled_imbalance != "same" and unlabeled_includes_labeled and heads[0] is None:
             raise UserError(
                 f"data.unlabeled_imbalance={self.unlabeled_imbalance} draws the unlabeled set "
                 "apart from the labeled images (DARP protocol); add "
@@ -304,9 +370,14 @@ def build_protocol(
     unlabeled_imbalance: Literal["same", "reversed", "uniform"],
     mismatch: int | None,
     mismatch_preset: str,
+    labeled_head: int | None = None,
+    unlabeled_head: int | None = None,
+    split_order: Literal["random", "first"] = "random",
 ) -> SplitProtocol | None:
     """The protocol the `data.*` options ask for, or None for the plain class-balanced split."""
-    long_tail = imbalance_ratio is not None or labeled_fraction is not None
+    long_tail = any(
+        v is not None for v in (imbalance_ratio, labeled_fraction, labeled_head, unlabeled_head)
+    )
     if long_tail and mismatch is not None:
         raise UserError(
             "data.mismatch cannot be combined with data.imbalance_ratio/labeled_fraction; "
@@ -319,7 +390,19 @@ def build_protocol(
             f"data.mismatch_preset={mismatch_preset} needs data.mismatch (0, 25, 50, 75 or 100)"
         )
     if long_tail:
-        return LongTail(imbalance_ratio, labeled_fraction, unlabeled_imbalance)
+        return LongTail(
+            imbalance_ratio,
+            labeled_fraction,
+            unlabeled_imbalance,
+            labeled_head,
+            unlabeled_head,
+            split_order,
+        )
+    if split_order != "random":
+        raise UserError(
+            "data.split_order=first needs a long-tailed split: set data.imbalance_ratio (and "
+            "data.labeled_fraction or data.labeled_head/unlabeled_head)"
+        )
     if unlabeled_imbalance != "same":
         raise UserError(
             "data.unlabeled_imbalance needs a long-tailed split: set data.imbalance_ratio "

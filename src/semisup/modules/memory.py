@@ -7,25 +7,39 @@ registered buffers, so checkpoints carry it and a resumed run continues with the
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semisup import distributed
 
+BankNormalization = Literal["code", "paper"]
 
-def momentum_update(old: Tensor, new: Tensor, momentum: float) -> Tensor:
-    """Normalize(m · old + (1 − m) · new), row-wise (SimMatch eq. (12), CIFAR code with m = 0.7).
 
-    m = 0 overwrites (the ImageNet code). docs/algorithms.md#numeric-checks S4: old = e1, new = e2,
-    m = 0.7 → [0.91914503, 0.39391930].
+def momentum_update(
+    old: Tensor, new: Tensor, momentum: float, normalization: BankNormalization = "paper"
+) -> Tensor:
+    """Normalize(m · old + (1 − m) · new) (SimMatch eq. (12), CIFAR code with m = 0.7).
+
+    "paper" scales each of the N mixed embeddings to unit norm, as the paper's cosine similarity
+    needs (docs/algorithms.md#numeric-checks S4: old = e1, new = e2, m = 0.7 → [0.91914503,
+    0.39391930]). "code" is what the CIFAR code and USB
+    (`semilearn/algorithms/simmatch/simmatch.py`, `update_bank`) write: `F.normalize` of the (D, N)
+    bank slice with its default dim=1, i.e. each of the D feature dimensions scaled to unit norm
+    across the N written items, so the squared row norms sum to D (about 1.4 per row at D = 128, N =
+    64). With m = 0 "paper" is an overwrite (the ImageNet code); "code" still normalises across the
+    items, as that code would.
 
     Args:
-        old: (N, D) stored unit embeddings.
+        old: (N, D) stored embeddings.
         new: (N, D) fresh unit embeddings.
         momentum: m ∈ [0, 1).
+        normalization: "paper" (per embedding) or "code" (per dimension, across the batch).
     """
-    return F.normalize(momentum * old + (1.0 - momentum) * new, dim=-1)
+    mixed = momentum * old + (1.0 - momentum) * new
+    return F.normalize(mixed, dim=0 if normalization == "code" else -1)
 
 
 class LabeledMemoryBank(nn.Module):
@@ -38,9 +52,11 @@ class LabeledMemoryBank(nn.Module):
         size: K, the number of labeled examples (`TaskInfo.num_labeled`).
         dim: D, the embedding size.
         generator: random source of the initial vectors (None: torch's global generator).
+        normalization: how a momentum write is normalised (`momentum_update`): "paper" per
+            embedding, "code" per feature dimension across the written batch.
 
     Example:
-        >>> bank = LabeledMemoryBank(info.num_labeled, 128)
+        >>> bank = LabeledMemoryBank(info.num_labeled, 128, normalization="code")
         >>> similarities = z @ bank.embeddings.T  # (N, K)
         >>> bank.update(batch["x_idx"], z_x.detach(), batch["y"], momentum=0.7)  # after the step
     """
@@ -48,10 +64,19 @@ class LabeledMemoryBank(nn.Module):
     embeddings: Tensor
     labels: Tensor
 
-    def __init__(self, size: int, dim: int, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        dim: int,
+        generator: torch.Generator | None = None,
+        normalization: BankNormalization = "paper",
+    ) -> None:
         super().__init__()
         if size < 1:
             raise ValueError(f"a memory bank needs at least one slot, got size {size}")
+        if normalization not in ("code", "paper"):
+            raise ValueError(f"normalization must be 'code' or 'paper', got {normalization!r}")
+        self.normalization = normalization
         start = F.normalize(torch.randn(size, dim, generator=generator), dim=-1)
         self.register_buffer("embeddings", start)
         self.register_buffer("labels", torch.zeros(size, dtype=torch.int64))
@@ -60,16 +85,18 @@ class LabeledMemoryBank(nn.Module):
     def update(self, index: Tensor, embeddings: Tensor, labels: Tensor, momentum: float) -> None:
         """Writes `embeddings` (N, D) and `labels` (N,) into slots `index` (N,).
 
-        With momentum m > 0 each slot becomes `momentum_update(old, new, m)`. When an index
-        appears twice in a batch (fewer labeled examples than the batch size), one write wins,
+        With momentum m > 0, or with "code" normalisation, the slots become
+        `momentum_update(old, new, m, normalization)` over the whole gathered batch; otherwise
+        they are overwritten. When an index appears twice in a batch (fewer labeled examples
+        than the batch size), both copies count in the "code" normalisation and one write wins,
         as in the original code. Under DDP every rank writes every rank's batch (gathered in
-        rank order), so all ranks keep the same bank.
+        rank order, normalised together), so all ranks keep the same bank.
         """
         index = distributed.all_gather_cat(index)
         labels = distributed.all_gather_cat(labels)
         new = distributed.all_gather_cat(embeddings.detach().to(self.embeddings.dtype))
-        if momentum > 0:
-            new = momentum_update(self.embeddings[index], new, momentum)
+        if momentum > 0 or self.normalization == "code":
+            new = momentum_update(self.embeddings[index], new, momentum, self.normalization)
         self.embeddings[index] = new
         self.labels[index] = labels
 
