@@ -14,12 +14,16 @@ from semisup.errors import UserError
 def test_layering_defaults_preset_file_overrides(tmp_path):
     cfg = build_config()
     assert cfg.algorithm == {"name": "fixmatch"}
-    assert cfg.train.steps == PRESETS["digits"]["train.steps"]  # digits preset
-    assert build_config(None, {"data.name": "mnist"}).train.steps == 2**20  # paper default
+    assert cfg.train.time_budget == PRESETS["digits"]["train.time_budget"]  # digits preset
+    assert cfg.train.steps is None  # decided when the run starts (semisup.planning)
+    assert build_config(None, {"data.name": "mnist"}).train.time_budget is None
+    # A preset's budget gives way to a step count; a config file sets everything itself.
+    assert build_config(None, {"train.steps": 30}).train.time_budget is None
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  steps: 10\n  ema_decay: 0.9\nalgorithm:\n  threshold: 0.8\n")
     cfg = build_config(path, {"train.steps": 20})
     assert cfg.train.steps == 20  # command line beats file
+    assert cfg.train.ema_decay != PRESETS["digits"]["train.ema_decay"]  # no preset with a file
     assert cfg.train.ema_decay == 0.9
     assert cfg.algorithm == {"name": "fixmatch", "threshold": 0.8}
 
@@ -36,10 +40,13 @@ def test_set_values_are_parsed_and_type_checked():
 @pytest.mark.parametrize(
     ("pair", "message"),
     [
-        ("train.stepz=5", "unknown config key 'train.stepz'. Valid train keys: train.steps"),
+        (
+            "train.stepz=5",
+            "unknown config key 'train.stepz'. Valid train keys: train.defaults, train.steps",
+        ),
         ("trian.steps=5", "unknown config key 'trian.steps'. Sections: algorithm, model, data"),
-        ("train.steps=abc", "train.steps must be int, got 'abc'"),
-        ("train.steps=1.5", "train.steps must be int, got 1.5"),
+        ("train.steps=abc", "train.steps must be int or null, got 'abc'"),
+        ("train.steps=1.5", "train.steps must be int or null, got 1.5"),
         ("train.progress=maybe", "train.progress must be bool"),
         ("train.precision=fp8", "train.precision must be one of: auto, fp32, bf16, fp16"),
     ],

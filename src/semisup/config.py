@@ -49,17 +49,31 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """The `train.*` section: the engine."""
+    """The `train.*` section: the engine.
 
-    steps: int = 1_048_576  # optimizer steps; 2^20 in all the papers
-    batch_size: int = 64  # labeled images per step; unlabeled: algorithm's mu × this
-    eval_every: int = 1024  # steps between evaluations (papers: 1024 = 64 kimg) and checkpoints
+    Keys left at None are decided when the run starts (`semisup.planning`) and written into the
+    run's config.yaml: by the papers' settings for `defaults: paper` (any run from a `--config`
+    file), or by a wall-clock budget and measurement on this machine for `defaults: practical`.
+    """
+
+    # auto: paper when a --config file is given, else practical (see docs/practical.md)
+    defaults: Literal["auto", "paper", "practical"] = "auto"
+    steps: int | None = None  # optimizer steps; None: paper 2^20, practical sized to time_budget
+    time_budget: str | None = None  # wall-clock budget ("90s", "20m", "1.5h"); None: by device
+    batch_size: int | None = None  # labeled images per step (unlabeled: mu ×); None: 64 (CPU: 16)
+    eval_every: int | None = None  # steps between evaluations; None: 1024 (paper), ~20 per run
     eval_batch_size: int = 1024  # images per forward pass at evaluation
     ema_decay: float = 0.999  # EMA of the weights, evaluated instead of the raw model
-    ema_warmup: bool = False  # decay_t = min(decay, (1+t)/(10+t)) (Mean Teacher); for short runs
+    # decay_t = min(decay, (1+t)/(10+t)) (Mean Teacher); None: off (paper), on (practical)
+    ema_warmup: bool | None = None
+    # step-counted schedule defaults (ramp-ups, warm-ups) scaled from 2^20 steps to this run's
+    # length; None: no (paper), yes (practical)
+    scale_schedules: bool | None = None
+    checkpoint_every: str = "5m"  # wall-clock time between checkpoints (besides evaluations)
     seed: int = 0  # seeds everything (and the labeled split unless data.split_seed is set)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA
+    # auto: bf16 autocast on CUDA GPUs and on CPUs with native bf16 where it measures faster
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool | None = None  # None: on (faster convolutions on CPU and GPU)
     grad_clip: float | None = None  # max gradient norm; None: no clipping (as the papers)
     nonfinite: Literal["stop", "skip"] = "stop"  # on a NaN/inf loss: stop, or skip the step
@@ -103,6 +117,26 @@ class AugmentConfig:
     hflip: bool | None = None  # random horizontal flips; None: the data set's default
 
 
+# The papers' run length and engine settings: what `defaults: paper` gives the None keys of
+# `train.*` (the evaluation cadence is 1,024 steps, or a tenth of a shorter run).
+PAPER_STEPS = 2**20
+PAPER_TRAIN: dict[str, Any] = {
+    "steps": PAPER_STEPS,
+    "batch_size": 64,
+    "ema_warmup": False,
+    "scale_schedules": False,
+}
+
+
+def fill_paper_defaults(train: TrainConfig) -> None:
+    """Gives every None key of `train` the papers' value (keys already set stay)."""
+    for key, value in PAPER_TRAIN.items():
+        if getattr(train, key) is None:
+            setattr(train, key, value)
+    if train.eval_every is None:
+        train.eval_every = min(1024, max(1, train.steps // 10))
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "train": TrainConfig,
@@ -111,11 +145,11 @@ SECTIONS: dict[str, type] = {
 }
 FREE_SECTIONS = ("algorithm", "model")
 
-# Settings that make a tiny built-in data set train in minutes on a CPU.
+# Settings that make a tiny built-in data set train in minutes on a CPU, for runs without a
+# config file; a budget of the preset is left out when the command line sets train.steps.
 PRESETS: dict[str, dict[str, Any]] = {
     "digits": {
-        "train.steps": 1500,
-        "train.eval_every": 75,
+        "train.time_budget": "5m",
         "train.ema_decay": 0.99,
     },
 }
@@ -268,12 +302,19 @@ def set_key(cfg: Config, key: str, value: Any) -> None:
 def build_config(
     config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> Config:
-    """Layers defaults, the data set preset, a YAML file and overrides into a Config."""
+    """Layers defaults, the data set preset, a YAML file and overrides into a Config.
+
+    The data set's preset applies only without a config file (a config file is a complete,
+    reproducible setting).
+    """
     user = read_yaml(config_file) if config_file else {}
     user.update(overrides or {})
     dataset = user.get("data.name", DataConfig.name)
+    preset = {} if config_file else dict(PRESETS.get(str(dataset), {}))
+    if "train.steps" in user:
+        preset.pop("train.time_budget", None)
     cfg = Config()
-    for key, value in {**PRESETS.get(str(dataset), {}), **user}.items():
+    for key, value in {**preset, **user}.items():
         set_key(cfg, key, value)
     return cfg
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
 
 def is_distributed() -> bool:
@@ -87,6 +88,21 @@ def all_true(flag: bool) -> bool:
         value = value.cuda()
     dist.all_reduce(value)
     return int(value) == 0
+
+
+def any_true(flag: bool) -> bool:
+    """Whether `flag` holds on at least one rank."""
+    return not all_true(not flag)
+
+
+def wrap(module: torch.nn.Module, device: torch.device, find_unused: bool) -> torch.nn.Module:
+    """`module` in DistributedDataParallel when several processes train, else itself."""
+    if not is_distributed():
+        return module
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(
+        module, device_ids=device_ids, find_unused_parameters=find_unused
+    )
 
 
 def all_gather_objects(obj: Any) -> list[Any]:

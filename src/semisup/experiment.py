@@ -24,7 +24,7 @@ from semisup.augment import (
     full_cutout,
 )
 from semisup.augment.simclr import SimCLRAugment
-from semisup.config import Config, OptimConfig, resolve_kwargs
+from semisup.config import Config, OptimConfig, fill_paper_defaults, resolve_kwargs
 from semisup.data.build import build_data
 from semisup.data.ssl import SSLData
 from semisup.engine.callbacks import Callback, CTAFeedback
@@ -125,6 +125,7 @@ def build_run(
             None: those of `data` (CReST keeps the original split's while picks extend it).
     """
     counts = labeled_class_counts or data.labeled_class_counts()
+    fill_paper_defaults(cfg.train)  # what `semisup.planning` left open
     algorithm_cls = ALGORITHMS.get(cfg.algorithm["name"])
     cfg.algorithm = resolve_kwargs(algorithm_cls, cfg.algorithm, "algorithm", ("model", "info"))
     for key in ("steps", "batch_size", "eval_every", "eval_batch_size"):

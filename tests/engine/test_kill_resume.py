@@ -109,3 +109,32 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, algorithm):
 @pytest.mark.parametrize("algorithm", ALGORITHMS.names())
 def test_sigkill_then_resume_every_algorithm(tmp_path, algorithm):
     _kill_and_resume(tmp_path, algorithm, seed=7)
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_time_budget_run_resumes_as_an_uninterrupted_run(tmp_path):
+    quiet = ["--set", "train.progress=false", "train.tensorboard=false", "train.batch_size=8"]
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+
+    def start(*argv: str) -> subprocess.Popen:
+        command = [sys.executable, "-m", "semisup", "train", *argv, *quiet]
+        return subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    process = start("--time", "30s", "--out", str(killed))
+    while _evaluations(killed) < 3 and process.poll() is None:
+        time.sleep(0.01)
+    time.sleep(random.Random(3).uniform(0, 0.5))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    _finish(start("--out", str(killed), "--resume"))
+    # The plan (steps, evaluations, model, ...) is in config.yaml: run it again, uninterrupted.
+    _finish(start("--config", str(killed / "config.yaml"), "--out", str(straight)))
+    a, b = load_checkpoint(straight / "checkpoint.pt"), load_checkpoint(killed / "checkpoint.pt")
+    assert a["step"] == b["step"] == a["config"]["train"]["steps"]
+    for section in ("algorithm", "ema", "optimizer", "callbacks", "samplers"):
+        ta, tb = _tensors(a[section]), _tensors(b[section])
+        assert ta.keys() == tb.keys()
+        for name in ta:
+            assert torch.equal(ta[name], tb[name]), f"{section}{name}"
+    assert _metrics(straight) == _metrics(killed)

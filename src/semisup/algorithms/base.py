@@ -7,7 +7,7 @@ Naming glossary used by every algorithm (STYLE.md §3.3):
 | `x`, `y` | labeled images (B, C, H, W) and integer labels (B,) |
 | `x_idx` | index of each labeled image within the labeled set (B,) |
 | `u_w`, `u_s` (`u_s0`, `u_s1`, …) | weak / strong views of the unlabeled images (μB, C, H, W) |
-| `u_y` | hidden true labels of the unlabeled images, −1 if unknown: for monitoring only |
+| `u_y` | hidden true labels of the unlabeled images, −1 if unknown or labeled: monitoring only |
 | `logits_x`, `logits_u_w`, `logits_u_s` | model outputs for those views |
 | `probs_*`, `targets_u`, `pseudo_u` | softmax outputs, soft targets, hard pseudo-labels |
 | `mask` | per-sample float weights (N,) |
@@ -80,6 +80,10 @@ class Algorithm(nn.Module):
         "cta_sampling": "fixmatch",
         "cta_rescale": "fixmatch",
     }
+
+    # Hyperparameters that count optimizer steps of the papers' 2^20-step runs (ramp-ups,
+    # warm-ups). With `train.scale_schedules` a default left unset is scaled to the run's length.
+    step_hyperparameters: ClassVar[tuple[str, ...]] = ()
 
     # Set True where some parameters get no gradient in some steps (DDP must then search for
     # them every step, which costs time).

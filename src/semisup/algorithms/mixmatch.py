@@ -65,6 +65,7 @@ class MixMatch(Algorithm):
     """
 
     optim_defaults: ClassVar[dict[str, Any]] = MIXMATCH_ADAM
+    step_hyperparameters: ClassVar[tuple[str, ...]] = ("rampup_steps",)
 
     def __init__(
         self,

@@ -115,6 +115,7 @@ class ReMixMatch(Algorithm):
     """
 
     optim_defaults: ClassVar[dict[str, Any]] = MIXMATCH_ADAM
+    step_hyperparameters: ClassVar[tuple[str, ...]] = ("rampup_steps",)
     augment_defaults: ClassVar[dict[str, Any]] = {
         # the remixmatch repo's segment sampling (docs/algorithms.md#ctaugment-variants)
         "cta_sampling": "remixmatch",

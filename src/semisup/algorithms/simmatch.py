@@ -95,6 +95,8 @@ class SimMatch(Algorithm):
     # The projection head gets no gradient before `start_steps` (no instance loss yet).
     ddp_find_unused_parameters: ClassVar[bool] = True
 
+    step_hyperparameters: ClassVar[tuple[str, ...]] = ("start_steps",)
+
     def __init__(
         self,
         model: nn.Module,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from semisup import bench, report
-from semisup.commands import crest_generations, export, predict, train
+from semisup.commands import crest_generations, export, predict, process, train
 from semisup.commands.rundir import resume_config
 from semisup.errors import UserError
 
@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", help="where the data set lives or is downloaded to")
     train.add_argument("--num-labels", type=int, help="labeled images in total")
     train.add_argument("--steps", type=int, help="optimizer steps")
+    train.add_argument(
+        "--time", help="wall-clock budget, e.g. 90s, 20m or 1.5h: sizes the run to it"
+    )
     train.add_argument("--seed", type=int, help="seed of the run and of the labeled split")
     train.add_argument("--out", help="run directory (default: runs/<algorithm>_<data>_...)")
     train.add_argument("--config", help="YAML config file (see configs/)")
@@ -117,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors become one `error: ...` line and exit status 2."""
     args = build_parser().parse_args(argv)
     setup_logging()
+    process.tune_allocator()
     handlers = {"train": train.run, "evaluate": command_evaluate, "list": command_list}
     try:
         return (handlers.get(args.command) or args.handler)(args)

@@ -25,6 +25,7 @@ FLAG_KEYS = {
     "data_dir": "data.dir",
     "num_labels": "data.num_labels",
     "steps": "train.steps",
+    "time": "train.time_budget",
     "seed": "train.seed",
     "device": "train.device",
 }

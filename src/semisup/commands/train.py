@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import shlex
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +19,32 @@ from semisup.commands.rundir import (
     write_json,
     write_yaml,
 )
-from semisup.config import build_config
+from semisup.config import Config, DataConfig, build_config
+from semisup.engine.budget import parse_duration
 from semisup.errors import UserError
-from semisup.experiment import build_trainer
+from semisup.experiment import build_run, prepare_data
+from semisup.planning import plan_run
+
+# The engine settings the supervised baseline takes over, so it trains the same way.
+BASELINE_TRAIN_KEYS = ("batch_size", "eval_every", "ema_decay", "ema_warmup", "precision")
 
 log = logging.getLogger("semisup")
 
 
 def run(args: argparse.Namespace) -> int:
-    """`semisup train`: build, (resume,) fit, write summary.json.
+    """`semisup train`: build, plan, (resume,) fit, write summary.json.
 
-    Under torchrun every rank runs this; rank 0 alone writes files and prints.
+    Under torchrun every rank runs this; rank 0 alone plans, writes files and prints.
     """
+    started = time.monotonic()
     device = distributed.init_from_env()
     try:
-        return _train(args, device)
+        return _train(args, device, started)
     finally:
         distributed.shutdown()
 
 
-def _train(args: argparse.Namespace, ddp_device: Any) -> int:
+def _train(args: argparse.Namespace, ddp_device: Any, started: float) -> int:
     main = distributed.is_main()
     if not main:
         log.setLevel(logging.WARNING)
@@ -47,6 +56,8 @@ def _train(args: argparse.Namespace, ddp_device: Any) -> int:
         cfg = resume_config(run_dir, overrides)
     else:
         cfg = build_config(args.config, overrides)
+        if cfg.train.defaults == "auto":
+            cfg.train.defaults = "paper" if args.config else "practical"
         run_dir = distributed.broadcast_object(Path(args.out) if args.out else default_run_dir(cfg))
         if (run_dir / "checkpoint.pt").exists():
             raise UserError(
@@ -56,16 +67,28 @@ def _train(args: argparse.Namespace, ddp_device: Any) -> int:
         cfg.train.device = str(ddp_device)
         cfg.train.progress = cfg.train.progress and main
 
-    trainer = build_trainer(cfg, run_dir)
+    log.info("semisup train: %s on %s, reading the data", cfg.algorithm["name"], cfg.data.name)
+    data = prepare_data(cfg)
+    deadline = None
+    if not args.resume:
+        plan = plan_run(cfg, data, started) if main else None
+        cfg = distributed.broadcast_object(cfg)
+        if plan is not None:
+            deadline = plan.deadline
+            log.info("plan: %s", "; ".join(plan.notes))
+    trainer = build_run(cfg, data, run_dir)
     if args.resume and (run_dir / "checkpoint.pt").exists():
         resume_trainer(trainer, run_dir, write=main)
     elif args.resume:
         log.info("no checkpoint in %s yet: starting its run from step 0", run_dir)
+    if args.resume and cfg.train.time_budget is not None and main:
+        deadline = started + parse_duration(cfg.train.time_budget) - trainer.wall_seconds
+    trainer.clock.deadline = deadline
     if main:
         write_yaml(run_dir / "config.yaml", cfg.to_dict())
-    data = trainer.data
     log.info(
-        "%s on %s: %d labeled, %d unlabeled, %d test images, model %s, %d steps%s -> %s",
+        "%s on %s: %d labeled, %d unlabeled, %d test images, model %s, %d steps of batch %d, "
+        "%s%s -> %s",
         cfg.algorithm["name"],
         cfg.data.name,
         len(data.labeled_idx),
@@ -73,6 +96,8 @@ def _train(args: argparse.Namespace, ddp_device: Any) -> int:
         0 if data.test_images is None else len(data.test_images),
         cfg.model["name"],
         cfg.train.steps,
+        cfg.train.batch_size,
+        trainer.runtime.precision,
         f" on {trainer.world_size} processes" if trainer.world_size > 1 else "",
         run_dir,
     )
@@ -85,17 +110,21 @@ def _train(args: argparse.Namespace, ddp_device: Any) -> int:
         "dataset": cfg.data.name,
         "num_labels": cfg.data.num_labels,
         "seed": cfg.train.seed,
+        "device": str(trainer.device),
+        "precision": trainer.runtime.precision,
+        "time_budget": cfg.train.time_budget,
+        "planned_steps": cfg.train.steps,
         **result,
     }
     write_json(run_dir / "summary.json", summary)
     if not args.no_report:
         report.report_after_training(run_dir)
-    print(final_message(summary, run_dir))
+    print(final_message(summary, cfg, run_dir))
     return 0
 
 
-def final_message(summary: dict[str, Any], run_dir: Path) -> str:
-    """What `semisup train` prints at the end."""
+def final_message(summary: dict[str, Any], cfg: Config, run_dir: Path) -> str:
+    """What `semisup train` prints at the end: the result, and the supervised baseline's command."""
     lines = [f"run saved in {run_dir}"]
     if summary["test_accuracy"] is not None:
         lines.append(
@@ -103,11 +132,36 @@ def final_message(summary: dict[str, Any], run_dir: Path) -> str:
             f"(EMA model), median of the last 20 evaluations "
             f"{100 * summary['median_last20_accuracy']:.2f}%"
         )
+    if summary["stopped_at_deadline"]:
+        lines.append(
+            f"the time budget ended the run at step {summary['steps']} of {cfg.train.steps}; "
+            f"continue it with: semisup train --out {shlex.quote(str(run_dir))} --resume"
+        )
     if summary["algorithm"] != "supervised":
         lines.append(
-            "compare with supervised-only training on the same split: semisup train "
-            f"--algorithm supervised --dataset {summary['dataset']} --num-labels "
-            f"{summary['num_labels']} --seed {summary['seed']} (benchmarks/README.md has "
-            "measured gaps)"
+            "compare with supervised-only training on the same split (benchmarks/README.md has "
+            f"measured gaps):\n  {baseline_command(cfg)}"
         )
     return "\n".join(lines)
+
+
+def baseline_command(cfg: Config) -> str:
+    """A `semisup train` command of supervised-only training on `cfg`'s split, model and length."""
+    words = ["semisup", "train", "--algorithm", "supervised", "--dataset", cfg.data.name]
+    words += ["--data-dir", cfg.data.dir, "--num-labels", str(cfg.data.num_labels)]
+    words += ["--seed", str(cfg.train.seed)]
+    if cfg.train.time_budget is not None:
+        words += ["--time", cfg.train.time_budget]
+    else:
+        words += ["--steps", str(cfg.train.steps)]
+    sets = [f"data.split_seed={cfg.data.split_seed}"]
+    defaults = DataConfig()
+    for field in dataclasses.fields(DataConfig):
+        value = getattr(cfg.data, field.name)
+        keep = field.name not in ("name", "dir", "num_labels", "split_seed", "download")
+        if keep and value != getattr(defaults, field.name):
+            sets.append(f"data.{field.name}={value}")
+    sets += [f"model.{key}={value}" for key, value in cfg.model.items()]
+    keys = [k for k in BASELINE_TRAIN_KEYS if k != "eval_every" or cfg.train.time_budget is None]
+    sets += [f"train.{key}={getattr(cfg.train, key)}" for key in keys]
+    return shlex.join([*words, "--set", *sets])

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from semisup.augment.views import ViewMaker
+from semisup.data.base import UNKNOWN
 from semisup.data.copies import UnlabeledCopies
 from semisup.data.sampler import EpochSampler
 from semisup.data.ssl import SSLData
@@ -92,6 +93,10 @@ class BatchSource:
         self.device = runtime.device
         self.images = place_pool(data.images, self.device)
         self.targets = data.targets.to(self.device)
+        # The unlabeled images' true classes, for monitoring pseudo-labels: unknown for the
+        # labeled images among them, whose "pseudo-label accuracy" would only measure fitting.
+        self.hidden_targets = self.targets.clone()
+        self.hidden_targets[data.labeled_idx.to(self.device)] = UNKNOWN
         self.labeled_sampler = EpochSampler(torch.arange(len(data.labeled_idx)), seed + 1)
         num_unlabeled = copies.size if copies is not None else len(data.unlabeled_idx)
         self.unlabeled_sampler = EpochSampler(torch.arange(num_unlabeled), seed + 2)
@@ -115,7 +120,7 @@ class BatchSource:
             y=self.targets[x_pool.to(self.device)],
             u_idx=u_idx,
             u=u,
-            u_y=None if u_pool is None else self.targets[u_pool.to(self.device)],
+            u_y=None if u_pool is None else self.hidden_targets[u_pool.to(self.device)],
         )
 
     def _my_share(self, global_idx: Tensor) -> Tensor:

@@ -102,6 +102,7 @@ def run_summary(
         "evaluations": len(history),
         "skipped_steps": sum(r.get("skipped_steps", 0) for r in history),
         "wall_seconds": round(wall_seconds, 2),
+        "steps_per_second": round(steps / wall_seconds, 3) if wall_seconds > 0 else None,
         "class_names": list(data.class_names),
         "image_shape": list(data.images.shape[1:]),  # (C, H, W) the model takes
         "labeled_class_counts": list(data.labeled_class_counts()),

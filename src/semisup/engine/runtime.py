@@ -25,6 +25,12 @@ class Runtime:
     autocast_dtype: torch.dtype | None
     channels_last: bool
 
+    @property
+    def precision(self) -> str:
+        """The precision by name: fp32, bf16 or fp16."""
+        names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+        return names[self.autocast_dtype]
+
     def autocast(self) -> AbstractContextManager[None]:
         """The autocast context of forward passes (a no-op in full precision)."""
         dtype = self.autocast_dtype
@@ -46,12 +52,35 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+# CPU feature flags of native bf16 arithmetic: AVX-512 BF16 and AMX (x86), the Arm bf16 extension.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it does not exist)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU computes in bf16 natively (elsewhere bf16 autocast is 1.5-3.4x slower)."""
+    return bool(cpu_flags() & NATIVE_BF16_FLAGS)
+
+
 def resolve_runtime(train: TrainConfig, device: torch.device) -> Runtime:
     """Decides the "auto" precision and memory format of `train.*` for `device`.
 
-    auto precision is bf16 autocast on CUDA GPUs that support it and fp32 elsewhere (on CPUs
-    without native bf16 it is 2.5x slower); channels-last is on by default, which made the small
-    CNN 1.5x faster on a CPU (benchmarks/README.md has the measurements behind these choices).
+    Here auto precision is bf16 autocast on CUDA GPUs that support it and fp32 elsewhere;
+    `semisup.planning` first replaces "auto" by a measurement on CPUs with native bf16.
+    Channels-last is on by default, which made the small CNN 1.5x faster on a CPU
+    (benchmarks/README.md has the measurements behind these choices).
     """
     precision = train.precision
     if precision == "auto":

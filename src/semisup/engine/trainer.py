@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.nn.parallel import DistributedDataParallel
 
 from semisup import distributed
 from semisup.algorithms.base import Algorithm
@@ -19,6 +18,7 @@ from semisup.config import OptimConfig, TrainConfig
 from semisup.data.ssl import SSLData
 from semisup.engine import evaluation
 from semisup.engine.batches import BatchSource
+from semisup.engine.budget import RunClock, parse_duration
 from semisup.engine.callbacks import Callback
 from semisup.engine.checkpoint import restore_rng, rng_state, save_checkpoint
 from semisup.engine.meter import ScalarMeter
@@ -83,13 +83,9 @@ class Trainer:
             self.algorithm.to(memory_format=torch.channels_last)
         # DDP wraps the whole algorithm: its forward holds every model call of a step, and DDP
         # averages the gradients of the per-rank losses (each rank has an equal sub-batch).
-        self.forward_module: torch.nn.Module = self.algorithm
-        if self.world_size > 1:
-            self.forward_module = DistributedDataParallel(
-                self.algorithm,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=self.algorithm.ddp_find_unused_parameters,
-            )
+        self.forward_module = distributed.wrap(
+            self.algorithm, self.device, self.algorithm.ddp_find_unused_parameters
+        )
         self.ema = ModelEMA(self.algorithm.model, train.ema_decay, train.ema_warmup)
         self.optimizer = build_optimizer(self.algorithm, optim)
         use_scaler = runtime.autocast_dtype == torch.float16
@@ -110,6 +106,8 @@ class Trainer:
         self.confusion_matrix: list[list[int]] | None = None  # of the last evaluation (EMA)
         self.meter = ScalarMeter()
         self.wall_seconds = 0.0
+        self.clock = RunClock(None, parse_duration(train.checkpoint_every))
+        self.stopped_early = False  # the clock's deadline ended training before train.steps
 
     # ============ one step ============
     def train_step(self) -> dict[str, Tensor] | None:
@@ -167,8 +165,13 @@ class Trainer:
 
     # ============ the loop ============
     def fit(self) -> dict[str, Any]:
-        """Trains until `train.steps`, evaluating and checkpointing every `eval_every` steps."""
-        progress = Progress(self.settings.steps, self.step, self.is_main, self.settings.progress)
+        """Trains until `train.steps` (or the clock's deadline), evaluating every `eval_every`.
+
+        A checkpoint follows every evaluation, and one is written whenever
+        `train.checkpoint_every` of wall-clock time passed without one.
+        """
+        s = self.settings
+        progress = Progress(s.steps, self.step, self.is_main, s.progress, self.clock.deadline)
         started = time.perf_counter() - self.wall_seconds
         try:
             while self.step < self.settings.steps:
@@ -177,10 +180,18 @@ class Trainer:
                 if out is not None:
                     self.meter.add(out)
                 progress.step(self.step, self.meter, self.history)
-                if self.step % self.settings.eval_every == 0 or self.step == self.settings.steps:
+                # Any rank's clock decides for all (every rank takes part in a checkpoint).
+                self.stopped_early = distributed.any_true(self.clock.expired())
+                last = self.stopped_early or self.step == self.settings.steps
+                if last or self.step % self.settings.eval_every == 0:
                     self.wall_seconds = time.perf_counter() - started
                     progress.evaluated(self.evaluate_and_log())
                     self.save()
+                elif distributed.any_true(self.clock.checkpoint_due()):
+                    self.wall_seconds = time.perf_counter() - started
+                    self.save()
+                if self.stopped_early:
+                    break
         finally:
             progress.close()
         self.wall_seconds = time.perf_counter() - started
@@ -219,9 +230,10 @@ class Trainer:
 
     def summary(self) -> dict[str, Any]:
         """The end-of-run facts written to summary.json."""
-        return evaluation.run_summary(
+        summary = evaluation.run_summary(
             self.history, self.step, self.wall_seconds, self.data, self.confusion_matrix
         )
+        return {**summary, "stopped_at_deadline": self.stopped_early}
 
     # ============ checkpoints ============
     def state_dict(self) -> dict[str, Any]:
@@ -276,6 +288,7 @@ class Trainer:
         if not self.is_main:
             return
         save_checkpoint(state, self.run_dir / "checkpoint.pt")
+        self.clock.checkpointed()
         if self.settings.keep_checkpoints > 1:
             save_checkpoint(state, self.run_dir / f"checkpoint-{self.step:08d}.pt")
             numbered = sorted(self.run_dir.glob("checkpoint-*.pt"))

@@ -1,0 +1,291 @@
+"""Decides what a run's config leaves open, by the papers' settings or by measurement here.
+
+`defaults: paper` (any run from a `--config` file) gives the None keys of `train.*` the papers'
+values. `defaults: practical` (a run on a user's data or a built-in data set without a config)
+spends a wall-clock budget as well as this machine allows:
+
+1. the budget: `train.time_budget`, else (no `train.steps` either) the device's default;
+2. the batch: 64 labeled images per step on a GPU, 16 on a CPU;
+3. the model (`model.name: auto`): of the candidates for the image size, the largest whose
+   measured forward and backward pass leaves time for `MIN_STEPS` steps;
+4. the precision (`train.precision: auto`): on a CPU with native bf16, bf16 autocast when it
+   measures faster than fp32 (CUDA: bf16 where supported);
+5. the step count: a few real training steps and a test-set pass are timed, and the budget
+   becomes steps and about 20 evaluations (`engine.budget.fit_to_budget`);
+6. what short runs need: EMA warm-up, BatchNorm momentum 0.1 below 2^17 steps, and the
+   algorithm's step-counted schedules (ramp-ups, warm-ups) scaled from 2^20 steps to the run.
+
+Every choice is written into the config (so config.yaml holds it and `--resume` repeats the run
+exactly) and explained in one log line.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import io
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from semisup.algorithms import ALGORITHMS, TaskInfo
+from semisup.config import PAPER_STEPS, Config, fill_paper_defaults, resolve_kwargs
+from semisup.data.ssl import SSLData
+from semisup.engine.budget import fit_to_budget, format_duration, parse_duration
+from semisup.engine.metrics import predict_logits
+from semisup.engine.runtime import Runtime, cpu_has_native_bf16, resolve_device, resolve_runtime
+from semisup.engine.trainer import Trainer
+from semisup.experiment import build_run
+from semisup.models import MODELS, build_model, default_model_name
+
+log = logging.getLogger("semisup")
+
+DEFAULT_BUDGET = {"cuda": "1h", "cpu": "10m"}  # other devices: the CPU's
+PRACTICAL_BATCH = {"cpu": 16}  # other devices: the papers' 64
+MIN_STEPS = 2000  # a larger model is chosen only if it can train this many steps
+SHORT_RUN = 2**17  # runs shorter than this get BatchNorm momentum 0.1
+SHORT_RUN_BN_MOMENTUM = 0.1
+BF16_GAIN = 1.15  # bf16 is chosen on a CPU only when it measures this much faster
+PLAN_SHARE = 0.93  # share of the remaining budget the plan fills (the rest absorbs jitter)
+
+
+def model_candidates(image_size: int) -> list[tuple[str, dict[str, int]]]:
+    """Models for `model.name: auto`, smallest first: the small CNN, wider, then the papers'."""
+    cnns: list[tuple[str, dict[str, int]]] = [("cnn", {}), ("cnn", {"width": 32})]
+    paper = default_model_name(image_size)
+    return cnns if paper == "cnn" else [*cnns, (paper, {})]
+
+
+@dataclass
+class Plan:
+    """What `plan_run` decided beyond the config.
+
+    Attributes:
+        deadline: `time.monotonic()` at which training stops (None: no budget).
+        notes: each choice and its reason, for the first log line.
+    """
+
+    deadline: float | None
+    notes: list[str]
+
+
+def plan_run(cfg: Config, data: SSLData, started: float) -> Plan:
+    """Resolves `cfg`'s open keys in place (see the module docstring).
+
+    Args:
+        cfg: the run's config (`train.defaults` "auto" counts as "practical").
+        data: the run's split.
+        started: `time.monotonic()` when the command started (the budget counts from there).
+    """
+    t = cfg.train
+    if t.defaults == "auto":
+        t.defaults = "practical"
+    practical = t.defaults == "practical"
+    device = resolve_device(t.device)
+    notes: list[str] = [f"{t.defaults} defaults"]
+    budget = None
+    if t.time_budget is not None:
+        budget = parse_duration(t.time_budget)
+        notes.append(f"budget {format_duration(budget)} (train.time_budget)")
+    elif practical and t.steps is None:
+        t.time_budget = DEFAULT_BUDGET.get(device.type, DEFAULT_BUDGET["cpu"])
+        budget = parse_duration(t.time_budget)
+        notes.append(f"budget {t.time_budget}, the default on {device.type} (set --time)")
+    if practical and t.batch_size is None:
+        t.batch_size = PRACTICAL_BATCH.get(device.type, 64)
+        notes.append(f"labeled batch {t.batch_size} ({device.type})")
+    if practical and cfg.model.get("name", "auto") == "auto":
+        notes.append(choose_model(cfg, data, device, budget or _default_budget(device), started))
+    if t.precision == "auto":
+        notes.append(choose_precision(cfg, data, device))
+    if t.steps is None and budget is not None:
+        notes.append(size_to_budget(cfg, data, budget - (time.monotonic() - started)))
+    if practical:
+        notes += short_run_settings(cfg)
+    fill_paper_defaults(t)
+    deadline = started + budget if budget is not None else None
+    return Plan(deadline=deadline, notes=notes)
+
+
+def _default_budget(device: torch.device) -> float:
+    return parse_duration(DEFAULT_BUDGET.get(device.type, DEFAULT_BUDGET["cpu"]))
+
+
+def images_per_step(cfg: Config, data: SSLData) -> int:
+    """Images one training step passes through the model: labeled views + μ × unlabeled views."""
+    algorithm_cls = ALGORITHMS.get(cfg.algorithm["name"])
+    resolved = resolve_kwargs(algorithm_cls, cfg.algorithm, "algorithm", ("model", "info"))
+    kwargs = {k: v for k, v in resolved.items() if k != "name"}
+    info = TaskInfo(
+        num_classes=data.num_classes,
+        num_labeled=len(data.labeled_idx),
+        num_unlabeled=len(data.unlabeled_idx),
+        labeled_class_counts=data.labeled_class_counts(),
+        total_steps=PAPER_STEPS,
+    )
+    probe = build_model("cnn", data.num_classes, data.images.shape[1])
+    algorithm = algorithm_cls(probe, info, **kwargs)
+    labeled = sum(1 for key in algorithm.views if key.startswith("x"))
+    unlabeled = sum(1 for key in algorithm.views if key.startswith("u"))
+    batch = cfg.train.batch_size or 64
+    return batch * labeled + batch * algorithm.mu * unlabeled
+
+
+def time_forward_backward(
+    model: torch.nn.Module, images: torch.Tensor, runtime: Runtime, repeats: int = 1
+) -> float:
+    """Seconds of one training-mode forward and backward pass over `images` (after a warm-up)."""
+    model = model.to(runtime.device).train()
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        with runtime.autocast():
+            loss = model(images).float().logsumexp(dim=1).mean()
+        loss.backward()
+        if runtime.device.type == "cuda":
+            torch.cuda.synchronize(runtime.device)
+        times.append(time.perf_counter() - start)
+    return min(times[1:])
+
+
+def choose_model(
+    cfg: Config, data: SSLData, device: torch.device, budget: float, started: float
+) -> str:
+    """Sets `model.name` (and options) to the largest candidate that fits the budget."""
+    n, (c, h, w) = images_per_step(cfg, data), data.images.shape[1:]
+    images = torch.randn(n, c, h, w, device=device)
+    runtime = resolve_runtime(cfg.train, device)
+    steps = cfg.train.steps or MIN_STEPS
+    left = budget - (time.monotonic() - started)
+    chosen, measured = "", []
+    user = {k: v for k, v in cfg.model.items() if k != "name"}
+    for name, options in model_candidates(h):
+        model = build_model(name, data.num_classes, c, **options)
+        seconds = time_forward_backward(model, images, runtime)
+        label = name + "".join(f" {k}={v}" for k, v in options.items())
+        measured.append(f"{label}: {seconds:.2f} s")
+        if chosen and seconds * steps > PLAN_SHARE * left:
+            break
+        chosen = label
+        cfg.model = {"name": name, **options, **user}
+    return (
+        f"model {chosen}, the largest whose forward+backward pass over {n} images "
+        f"({'; '.join(measured)}) leaves time for {steps} steps"
+    )
+
+
+def choose_precision(cfg: Config, data: SSLData, device: torch.device) -> str:
+    """Replaces `train.precision: auto`: bf16 on CUDA, on a CPU bf16 only if native and faster."""
+    if device.type == "cuda":
+        cfg.train.precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return f"precision {cfg.train.precision} (CUDA)"
+    if not cpu_has_native_bf16():
+        cfg.train.precision = "fp32"
+        return "precision fp32 (this CPU has no native bf16)"
+    name = cfg.model.get("name", "auto")
+    name = default_model_name(data.images.shape[2]) if name == "auto" else name
+    options = {k: v for k, v in cfg.model.items() if k != "name"}
+    model = build_model(name, data.num_classes, data.images.shape[1], **options)
+    images = torch.randn(min(images_per_step(cfg, data), 256), *data.images.shape[1:])
+    timed = {}
+    for precision in ("fp32", "bf16"):
+        trial = dataclasses.replace(cfg.train, precision=precision)
+        timed[precision] = time_forward_backward(model, images, resolve_runtime(trial, device), 2)
+    gain = timed["fp32"] / timed["bf16"]
+    cfg.train.precision = "bf16" if gain >= BF16_GAIN else "fp32"
+    return f"precision {cfg.train.precision} (native bf16 measured {gain:.2f}x fp32's speed)"
+
+
+def size_to_budget(cfg: Config, data: SSLData, seconds: float) -> str:
+    """Sets `train.steps` and `train.eval_every` from timed training steps and evaluation."""
+    trial = copy.deepcopy(cfg)
+    fill_paper_defaults(trial.train)
+    trial.train.eval_every = trial.train.steps
+    trial.train.tensorboard, trial.train.progress = False, False
+    trainer = build_run(trial, data, None)
+    trainer.train_step()  # warm-up: the first step allocates
+    timed, spent = [], 0.0
+    while len(timed) < 4 and (not timed or spent < 0.03 * seconds):
+        start = time.perf_counter()
+        trainer.train_step()
+        timed.append(time.perf_counter() - start)
+        spent += timed[-1]
+    step_seconds = sorted(timed)[len(timed) // 2]
+    eval_seconds = time_evaluation(trainer, data)
+    left = seconds - 2 * sum(timed)  # the time spent measuring is spent
+    schedule = fit_to_budget(PLAN_SHARE * left, step_seconds, eval_seconds)
+    cfg.train.steps = schedule.steps
+    if cfg.train.eval_every is None:
+        cfg.train.eval_every = schedule.eval_every
+    return (
+        f"{schedule.steps} steps ({step_seconds:.3f} s each, measured) with an evaluation every "
+        f"{cfg.train.eval_every} ({eval_seconds:.1f} s each)"
+    )
+
+
+def time_evaluation(trainer: Trainer, data: SSLData) -> float:
+    """Seconds of one evaluation: EMA and raw model over the test set, and a checkpoint."""
+    start = time.perf_counter()
+    buffer = io.BytesIO()
+    torch.save(trainer.state_dict(), buffer)
+    seconds = time.perf_counter() - start
+    if data.test_images is None:
+        return seconds
+    sample = data.test_images[: min(len(data.test_images), 512)]
+    start = time.perf_counter()
+    r = trainer.runtime
+    predict_logits(
+        trainer.ema.module,
+        sample,
+        trainer.settings.eval_batch_size,
+        r.device,
+        r.channels_last,
+        r.autocast_dtype,
+    )
+    per_image = (time.perf_counter() - start) / len(sample)
+    return seconds + 2 * per_image * len(data.test_images)
+
+
+def short_run_settings(cfg: Config) -> list[str]:
+    """EMA warm-up, BatchNorm momentum and scaled schedules for a practical run."""
+    notes = []
+    t = cfg.train
+    steps = t.steps or PAPER_STEPS
+    if t.ema_warmup is None:
+        t.ema_warmup = True
+        notes.append("EMA warm-up on")
+    factory = MODELS.get(cfg.model["name"]) if cfg.model.get("name", "auto") != "auto" else None
+    accepts_bn = factory is not None and "bn_momentum" in inspect.signature(factory).parameters
+    if steps < SHORT_RUN and accepts_bn and "bn_momentum" not in cfg.model:
+        cfg.model["bn_momentum"] = SHORT_RUN_BN_MOMENTUM
+        notes.append(f"BatchNorm momentum {SHORT_RUN_BN_MOMENTUM} (a run under 2^17 steps)")
+    if t.scale_schedules is None:
+        t.scale_schedules = True
+    if t.scale_schedules:
+        scaled = scale_schedules(cfg, steps)
+        if scaled:
+            notes.append(f"schedules scaled to {steps} steps ({scaled})")
+    if t.eval_every is None:
+        t.eval_every = max(1, steps // 20)
+    return notes
+
+
+def scale_schedules(cfg: Config, steps: int) -> str:
+    """Scales the algorithm's step-counted defaults (not those set by the user) to `steps`."""
+    algorithm_cls = ALGORITHMS.get(cfg.algorithm["name"])
+    parameters = inspect.signature(algorithm_cls.__init__).parameters
+    scaled = []
+    for name in algorithm_cls.step_hyperparameters:
+        if name in cfg.algorithm:
+            continue
+        value = max(1, math.floor(parameters[name].default * steps / PAPER_STEPS + 0.5))
+        cfg.algorithm[name] = value
+        scaled.append(f"{name} {value}")
+    return ", ".join(scaled)
