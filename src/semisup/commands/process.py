@@ -5,7 +5,7 @@ a CPU training loop whose batches need hundreds of megabytes spends its time in 
 (24 million minor faults in a 100-step CIFAR-10 run). `tune_allocator` keeps freed memory in
 the heap for reuse, as `GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=...`
 would, through `mallopt` at start-up. Where another allocator is preloaded (tcmalloc, jemalloc),
-or the C library is not glibc, nothing changes.
+the C library is not glibc, or SEMISUP_TUNE_MALLOC=0 is set, nothing changes.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ def tune_allocator() -> bool:
     """Sets glibc's malloc to reuse freed memory instead of unmapping it; True if it did."""
     preloaded = os.environ.get("LD_PRELOAD", "")
     if sys.platform != "linux" or any(name in preloaded for name in OTHER_ALLOCATORS):
+        return False
+    if os.environ.get("SEMISUP_TUNE_MALLOC", "1") == "0":
         return False
     if platform.libc_ver()[0] != "glibc":
         return False
