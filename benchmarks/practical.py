@@ -173,6 +173,7 @@ def main() -> None:
     parser.add_argument("--times", nargs="+", default=["10m"])
     parser.add_argument("--algorithms", nargs="+", default=["supervised", "fixmatch"])
     parser.add_argument("--out", type=Path, help="copy each cell's summary.json here")
+    parser.add_argument("--build-only", action="store_true", help="make the folders, train none")
     args = parser.parse_args()
     rows = []
     for seed in args.seeds:
@@ -185,6 +186,9 @@ def main() -> None:
             ]
         )
         for folder in folders:
+            if args.build_only:
+                print(folder)
+                continue
             for budget in args.times:
                 for algorithm in args.algorithms:
                     run = args.work / "runs" / folder.name / budget / algorithm
@@ -208,7 +212,8 @@ def main() -> None:
                         (target / "config.yaml").write_text(config)
                     accuracy = 100 * summary["test_accuracy"]
                     print(f"{folder.name} {budget} {algorithm}: {accuracy:.1f}%", flush=True)
-    print(table(rows))
+    if rows:
+        print(table(rows))
 
 
 if __name__ == "__main__":
