@@ -97,6 +97,17 @@ def resume_trainer(trainer: Trainer, run_dir: Path, write: bool = True) -> None:
     log.info("resuming %s at step %d", run_dir, trainer.step)
 
 
+def summary_record(cfg: Config, result: dict[str, Any]) -> dict[str, Any]:
+    """summary.json: what ran (algorithm, data set, labels, seed), then `Trainer.fit`'s result."""
+    return {
+        "algorithm": cfg.algorithm["name"],
+        "dataset": cfg.data.name,
+        "num_labels": cfg.data.num_labels,
+        "seed": cfg.train.seed,
+        **result,
+    }
+
+
 def write_yaml(path: Path, content: dict[str, Any]) -> None:
     """Writes a YAML file (tuples as lists)."""
     path.write_text(yaml.safe_dump(json.loads(json.dumps(content)), sort_keys=False))

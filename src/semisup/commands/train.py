@@ -13,6 +13,7 @@ from semisup.commands.rundir import (
     flag_overrides,
     resume_config,
     resume_trainer,
+    summary_record,
     write_json,
     write_yaml,
 )
@@ -80,13 +81,7 @@ def _train(args: argparse.Namespace, ddp_device: Any) -> int:
     result = trainer.fit()
     if not main:
         return 0
-    summary = {
-        "algorithm": cfg.algorithm["name"],
-        "dataset": cfg.data.name,
-        "num_labels": cfg.data.num_labels,
-        "seed": cfg.train.seed,
-        **result,
-    }
+    summary = summary_record(cfg, result)
     write_json(run_dir / "summary.json", summary)
     if not args.no_report:
         report.report_after_training(run_dir)
