@@ -159,6 +159,6 @@ def test_pseudo_label_accuracy_is_not_measured_on_labeled_images(tmp_path):
 def test_command_process_settings():
     assert tune_allocator() is (os.uname().sysname == "Linux")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    code = "import os, semisup.commands; print(os.environ['OMP_WAIT_POLICY'])"
+    code = "import os, semisup; print(os.environ['OMP_WAIT_POLICY'])"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.stdout.strip() == "PASSIVE"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from semisup.algorithms import ALGORITHMS, Algorithm, TaskInfo
 from semisup.augment import (
@@ -32,7 +33,7 @@ from semisup.engine.runtime import resolve_device, resolve_runtime
 from semisup.engine.tensorboard import build_loggers
 from semisup.engine.trainer import Trainer
 from semisup.errors import UserError
-from semisup.models import MODELS, build_model, default_model_name
+from semisup.models import MODELS, build_model, default_model_name, describe_custom_model
 
 
 def seed_everything(seed: int) -> None:
@@ -106,11 +107,23 @@ def prepare_data(cfg: Config) -> SSLData:
     return data
 
 
+def build_configured_model(cfg: Config, data: SSLData) -> nn.Module:
+    """The registered model `cfg.model` names ("auto": by image size), its keys resolved."""
+    in_channels, size = data.images.shape[1], data.images.shape[2]
+    if cfg.model.get("name", "auto") == "auto":
+        cfg.model["name"] = default_model_name(size)
+    model_factory = MODELS.get(cfg.model["name"])
+    cfg.model = resolve_kwargs(model_factory, cfg.model, "model", ("num_classes", "in_channels"))
+    model_kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
+    return build_model(cfg.model["name"], data.num_classes, in_channels, **model_kwargs)
+
+
 def build_run(
     cfg: Config,
     data: SSLData,
     run_dir: Path | None,
     labeled_class_counts: tuple[int, ...] | None = None,
+    model: nn.Module | None = None,
 ) -> Trainer:
     """Builds the model, algorithm, views and trainer of `cfg` on the split `data`.
 
@@ -123,6 +136,8 @@ def build_run(
         run_dir: where the trainer writes (None: nowhere).
         labeled_class_counts: the class counts the algorithm takes as the labeled class prior;
             None: those of `data` (CReST keeps the original split's while picks extend it).
+        model: a network to train instead of the registered one `cfg.model` names (the Python
+            API's custom modules); `cfg.model` then records its class (`describe_custom_model`).
     """
     counts = labeled_class_counts or data.labeled_class_counts()
     fill_paper_defaults(cfg.train)  # what `semisup.planning` left open
@@ -134,13 +149,10 @@ def build_run(
     runtime = resolve_runtime(cfg.train, resolve_device(cfg.train.device))
     seed_everything(cfg.train.seed)
 
-    in_channels, size = data.images.shape[1], data.images.shape[2]
-    if cfg.model.get("name", "auto") == "auto":
-        cfg.model["name"] = default_model_name(size)
-    model_factory = MODELS.get(cfg.model["name"])
-    cfg.model = resolve_kwargs(model_factory, cfg.model, "model", ("num_classes", "in_channels"))
-    model_kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
-    model = build_model(cfg.model["name"], data.num_classes, in_channels, **model_kwargs)
+    if model is None:
+        model = build_configured_model(cfg, data)
+    else:
+        cfg.model = describe_custom_model(model)
 
     info = TaskInfo(
         num_classes=data.num_classes,

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from semisup.data.folder.decode import _decode_opened, decode_image
 from semisup.engine.checkpoint import load_checkpoint
 from semisup.engine.metrics import predict_logits
 from semisup.errors import UserError
-from semisup.models import build_model
+from semisup.models import CUSTOM_MODEL, build_model
 
 log = logging.getLogger("semisup")
 
@@ -136,16 +137,21 @@ class TrainedModel:
         return Predictions(class_indices=indices, classes=names, probabilities=probabilities)
 
 
-def load(run_dir: str | Path, device: str | torch.device = "auto") -> TrainedModel:
-    """Loads the EMA model of a `semisup train` run.
+def load(
+    run_dir: str | Path, device: str | torch.device = "auto", model: nn.Module | None = None
+) -> TrainedModel:
+    """Loads the EMA model of a `semisup train` (or `semisup.train`) run.
 
     Args:
         run_dir: the run directory (the `--out` of `semisup train`), holding checkpoint.pt.
         device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+        model: a network of the run's architecture to load the EMA weights into, instead of the
+            one its config names. Needed for a run trained on a module passed to
+            `semisup.train(model=...)` (config `model.name: custom`), which no config rebuilds.
 
     Raises:
-        UserError: when the directory holds no readable checkpoint, or its weights do not fit
-            the model its config describes.
+        UserError: when the directory holds no readable checkpoint, its weights do not fit the
+            model, or the run trained a custom module and `model` is not given.
     """
     from semisup.engine.runtime import resolve_device
 
@@ -162,18 +168,35 @@ def load(run_dir: str | Path, device: str | torch.device = "auto") -> TrainedMod
     state = load_checkpoint(checkpoint)
     cfg = config_from_dict(state["config"])
     class_names, image_shape = _class_names_and_shape(run_dir, cfg)
-    name = cfg.model["name"]
-    kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
-    model = build_model(name, len(class_names), image_shape[0], **kwargs)
+    if model is None:
+        model = _build_configured(cfg.model, run_dir, len(class_names), image_shape[0])
+        described = f"the {cfg.model['name']} model of its config"
+    else:
+        described = f"the given {type(model).__name__}"
     try:
         model.load_state_dict(state["ema"])
     except RuntimeError as e:
         raise UserError(
-            f"the EMA weights in {checkpoint} do not fit the {name} model of its config for "
+            f"the EMA weights in {checkpoint} do not fit {described} for "
             f"{len(class_names)} classes and images {tuple(image_shape)} "
             f"({str(e).splitlines()[0]}); is summary.json from another run?"
         ) from e
     return TrainedModel(model, class_names, image_shape, device, state["step"])
+
+
+def _build_configured(
+    section: dict[str, Any], run_dir: Path, num_classes: int, in_channels: int
+) -> nn.Module:
+    """The registered model of a run's `model` config section."""
+    if section["name"] == CUSTOM_MODEL:
+        cls = section.get("class", "a module")
+        example = f"semisup.load({str(run_dir)!r}, model=<a new {cls.rpartition('.')[2]}>)"
+        raise UserError(
+            f"{run_dir} trained a custom module ({cls}) that its config cannot rebuild: load it "
+            f"from Python with {example}"
+        )
+    kwargs = {k: v for k, v in section.items() if k != "name"}
+    return build_model(section["name"], num_classes, in_channels, **kwargs)
 
 
 def _class_names_and_shape(run_dir: Path, cfg: Config) -> tuple[list[str], list[int]]:

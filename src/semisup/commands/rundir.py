@@ -6,9 +6,11 @@ import argparse
 import copy
 import json
 import logging
+import resource
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from semisup.config import Config, config_from_dict, parse_assignments, set_key
@@ -96,6 +98,31 @@ def resume_trainer(trainer: Trainer, run_dir: Path, write: bool = True) -> None:
         with open(run_dir / "metrics.jsonl", "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in trainer.history)
     log.info("resuming %s at step %d", run_dir, trainer.step)
+
+
+def summary_record(cfg: Config, trainer: Trainer, result: dict[str, Any]) -> dict[str, Any]:
+    """summary.json: what ran (algorithm, data, model, hardware, plan), `Trainer.fit`'s result."""
+    return {
+        "algorithm": cfg.algorithm["name"],
+        "dataset": cfg.data.name,
+        "num_labels": cfg.data.num_labels,
+        "seed": cfg.train.seed,
+        "model": dict(cfg.model),
+        "device": str(trainer.device),
+        "precision": trainer.runtime.precision,
+        "time_budget": cfg.train.time_budget,
+        "planned_steps": cfg.train.steps,
+        **result,
+        "peak_memory_gb": round(peak_memory_gb(trainer.device), 2),
+    }
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """The process's peak resident memory (and the GPU's peak allocation, on CUDA) in GB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    if device.type == "cuda":
+        peak += torch.cuda.max_memory_allocated(device)
+    return peak / 1e9
 
 
 def write_yaml(path: Path, content: dict[str, Any]) -> None:

@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import resource
 import shlex
 import time
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from semisup import distributed, report
 from semisup.commands.rundir import (
@@ -19,6 +16,7 @@ from semisup.commands.rundir import (
     flag_overrides,
     resume_config,
     resume_trainer,
+    summary_record,
     write_json,
     write_yaml,
 )
@@ -108,32 +106,12 @@ def _train(args: argparse.Namespace, ddp_device: Any, started: float) -> int:
     result = trainer.fit()
     if not main:
         return 0
-    summary = {
-        "algorithm": cfg.algorithm["name"],
-        "dataset": cfg.data.name,
-        "num_labels": cfg.data.num_labels,
-        "seed": cfg.train.seed,
-        "model": dict(cfg.model),
-        "device": str(trainer.device),
-        "precision": trainer.runtime.precision,
-        "time_budget": cfg.train.time_budget,
-        "planned_steps": cfg.train.steps,
-        **result,
-        "peak_memory_gb": round(peak_memory_gb(trainer.device), 2),
-    }
+    summary = summary_record(cfg, trainer, result)
     write_json(run_dir / "summary.json", summary)
     if not args.no_report:
         report.report_after_training(run_dir)
     print(final_message(summary, cfg, run_dir))
     return 0
-
-
-def peak_memory_gb(device: torch.device) -> float:
-    """The process's peak resident memory (and the GPU's peak allocation, on CUDA) in GB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    if device.type == "cuda":
-        peak += torch.cuda.max_memory_allocated(device)
-    return peak / 1e9
 
 
 def final_message(summary: dict[str, Any], cfg: Config, run_dir: Path) -> str:

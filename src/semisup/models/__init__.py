@@ -5,6 +5,12 @@ Every model maps images to logits and also exposes
 """
 
 from semisup.models import cnn, wideresnet  # noqa: F401  (registration)
-from semisup.models.registry import MODELS, build_model, default_model_name
+from semisup.models.registry import (
+    CUSTOM_MODEL,
+    MODELS,
+    build_model,
+    default_model_name,
+    describe_custom_model,
+)
 
-__all__ = ["MODELS", "build_model", "default_model_name"]
+__all__ = ["CUSTOM_MODEL", "MODELS", "build_model", "default_model_name", "describe_custom_model"]

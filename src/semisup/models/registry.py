@@ -10,6 +10,10 @@ from semisup.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
+# The `model.name` of a run whose network was passed as a module (`semisup.train(model=...)`):
+# its config cannot rebuild it, so `semisup.load` takes the module (`load(run, model=...)`).
+CUSTOM_MODEL = "custom"
+
 
 def build_model(name: str, num_classes: int, in_channels: int, **kwargs: object) -> nn.Module:
     """Builds a registered model.
@@ -34,3 +38,9 @@ def default_model_name(image_size: int) -> str:
     if image_size <= 64:
         return "wrn28_2"
     return "wrn37_2"
+
+
+def describe_custom_model(model: nn.Module) -> dict[str, str]:
+    """The `model` config section of a run that trains `model` itself: its name and class."""
+    cls = type(model)
+    return {"name": CUSTOM_MODEL, "class": f"{cls.__module__}.{cls.__qualname__}"}

@@ -136,7 +136,7 @@ def _warn_skipped(skipped: tuple[str, ...], reason: str) -> None:
     )
 
 
-def _choose_size(probes: list[Probe]) -> int:
+def choose_size(probes: list[Probe]) -> int:
     """The side of equal square images, else the most common shorter side (capped)."""
     sizes = Counter((p.height, p.width) for p in probes)
     (height, width), *others = sizes
@@ -241,7 +241,7 @@ def _size_and_channels(
         channels = 1 if all(p.grey for p in probes) else 3
         if channels == 1:
             logger.info("all images are greyscale: loading 1 channel (grayscale=false for 3)")
-    return image_size or _choose_size(probes), channels
+    return image_size or choose_size(probes), channels
 
 
 class _Decoded(NamedTuple):
