@@ -4,7 +4,8 @@ Layering, lowest first: dataclass defaults (the papers' settings), the data set'
 (`PRESETS`, only for tiny built-in data), a YAML file (`--config`), then command-line flags and
 `--set` pairs. Unknown keys and wrongly typed values fail at once with a message listing the
 valid keys. The `algorithm` and `model` sections are free-form: `name` plus keyword arguments,
-validated against the constructor signature of the named algorithm or model.
+validated against the constructor signature of the named algorithm or model. Every number is
+checked against its range (`semisup.ranges`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from semisup.errors import UserError
+from semisup.ranges import FIELD_RANGES, check, kwarg_range
 
 
 @dataclass
@@ -185,6 +187,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
 def _type_name(hint: Any) -> str:
     if hint is type(None):
         return "null"
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(str(c) for c in get_args(hint))
     return getattr(hint, "__name__", str(hint))
 
 
@@ -224,9 +228,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file {path} does not exist")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise UserError(f"config file {path} is not text (not UTF-8): pass a YAML file") from e
+    except OSError as e:
+        raise UserError(f"cannot read config file {path}: {e.strerror or e}") from e
     except yaml.YAMLError as e:
-        raise UserError(f"config file {path} is not valid YAML: {e}") from e
+        raise UserError(f"config file {path} is not valid YAML: {' '.join(str(e).split())}") from e
     if not isinstance(loaded, dict):
         raise UserError(f"config file {path} must be a mapping of sections")
     return flatten(loaded, str(path))
@@ -253,7 +261,7 @@ def set_key(cfg: Config, key: str, value: Any) -> None:
     if name not in hints:
         names = ", ".join(f"{section}.{f.name}" for f in dataclasses.fields(obj))
         raise UserError(f"unknown config key '{key}'. Valid {section} keys: {names}")
-    setattr(obj, name, coerce(value, hints[name], key))
+    setattr(obj, name, check(key, coerce(value, hints[name], key), FIELD_RANGES.get(key)))
 
 
 def build_config(
@@ -266,6 +274,10 @@ def build_config(
     cfg = Config()
     for key, value in {**PRESETS.get(str(dataset), {}), **user}.items():
         set_key(cfg, key, value)
+    for section in FREE_SECTIONS:  # the numbers given; types and the rest: `resolve_kwargs`
+        values = getattr(cfg, section)
+        for name, value in values.items():
+            check(f"{section}.{name}", value, kwarg_range(str(values.get("name")), name))
     return cfg
 
 
@@ -309,7 +321,8 @@ def resolve_kwargs(
     resolved: dict[str, Any] = {"name": name}
     for n, p in params.items():
         if n in given:
-            resolved[n] = coerce(given[n], hints.get(n, Any), f"{section}.{n}")
+            value = coerce(given[n], hints.get(n, Any), f"{section}.{n}")
+            resolved[n] = check(f"{section}.{n}", value, kwarg_range(name, n))
         elif p.default is not p.empty:
             resolved[n] = p.default
         else:

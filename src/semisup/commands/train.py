@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
 
 from semisup import distributed, report
 from semisup.commands.rundir import (
+    claim_run_dir,
     default_run_dir,
     flag_overrides,
     resume_config,
-    resume_trainer,
-    write_json,
-    write_yaml,
+    start_trainer,
 )
 from semisup.config import build_config
 from semisup.errors import UserError
 from semisup.experiment import build_trainer
+from semisup.files import write_json, write_yaml
 
 log = logging.getLogger("semisup")
 
@@ -30,12 +31,13 @@ def run(args: argparse.Namespace) -> int:
     """
     device = distributed.init_from_env()
     try:
-        return _train(args, device)
+        with contextlib.ExitStack() as held:
+            return _train(args, device, held)
     finally:
         distributed.shutdown()
 
 
-def _train(args: argparse.Namespace, ddp_device: Any) -> int:
+def _train(args: argparse.Namespace, ddp_device: Any, held: contextlib.ExitStack) -> int:
     main = distributed.is_main()
     if not main:
         log.setLevel(logging.WARNING)
@@ -48,19 +50,14 @@ def _train(args: argparse.Namespace, ddp_device: Any) -> int:
     else:
         cfg = build_config(args.config, overrides)
         run_dir = distributed.broadcast_object(Path(args.out) if args.out else default_run_dir(cfg))
-        if (run_dir / "checkpoint.pt").exists():
-            raise UserError(
-                f"{run_dir} already holds a run; continue it with --resume, or choose another --out"
-            )
+    if main:  # one writer per run directory, from here to the end of the command
+        held.enter_context(claim_run_dir(run_dir, args.resume))
     if ddp_device is not None:
         cfg.train.device = str(ddp_device)
         cfg.train.progress = cfg.train.progress and main
 
     trainer = build_trainer(cfg, run_dir)
-    if args.resume and (run_dir / "checkpoint.pt").exists():
-        resume_trainer(trainer, run_dir, write=main)
-    elif args.resume:
-        log.info("no checkpoint in %s yet: starting its run from step 0", run_dir)
+    start_trainer(trainer, run_dir, args.resume, write=main)
     if main:
         write_yaml(run_dir / "config.yaml", cfg.to_dict())
     data = trainer.data

@@ -14,6 +14,27 @@ from torch import Tensor, nn
 from semisup import distributed
 
 
+def last_writes(index: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct slots of `index` (N,) and, for each, the row of its last occurrence.
+
+    Writing rows at repeated indices in one `table[index] = rows` is undefined in PyTorch (any
+    of the rows may land, and on many threads or a GPU the winner varies between runs). Resolving
+    the repeats first, last occurrence wins, makes such a write deterministic; without repeats it
+    is the same write.
+
+    Args:
+        index: (N,) int64 slots, possibly repeated (a labeled batch larger than the labeled set).
+        rows: (N, ...) the values to write.
+
+    Returns:
+        (slots (M,) sorted and distinct, rows (M, ...)).
+    """
+    slots, inverse = torch.unique(index, return_inverse=True)
+    positions = torch.arange(len(index), device=index.device)
+    last = torch.full_like(slots, -1).scatter_reduce(0, inverse, positions, "amax")
+    return slots, rows[last]
+
+
 def momentum_update(old: Tensor, new: Tensor, momentum: float) -> Tensor:
     """Normalize(m · old + (1 − m) · new), row-wise (SimMatch eq. (12), CIFAR code with m = 0.7).
 
@@ -61,17 +82,20 @@ class LabeledMemoryBank(nn.Module):
         """Writes `embeddings` (N, D) and `labels` (N,) into slots `index` (N,).
 
         With momentum m > 0 each slot becomes `momentum_update(old, new, m)`. When an index
-        appears twice in a batch (fewer labeled examples than the batch size), one write wins,
-        as in the original code. Under DDP every rank writes every rank's batch (gathered in
-        rank order), so all ranks keep the same bank.
+        appears more than once in a batch (fewer labeled examples than the batch size), one
+        write wins, as in the original code, where it is undefined which: here the last
+        occurrence (`last_writes`), so runs are reproducible. Under DDP every rank writes every
+        rank's batch (gathered in rank order), so all ranks keep the same bank.
         """
         index = distributed.all_gather_cat(index)
         labels = distributed.all_gather_cat(labels)
         new = distributed.all_gather_cat(embeddings.detach().to(self.embeddings.dtype))
+        slots, new = last_writes(index, new)
+        labels = last_writes(index, labels)[1]
         if momentum > 0:
-            new = momentum_update(self.embeddings[index], new, momentum)
-        self.embeddings[index] = new
-        self.labels[index] = labels
+            new = momentum_update(self.embeddings[slots], new, momentum)
+        self.embeddings[slots] = new
+        self.labels[slots] = labels
 
 
 class EmbeddingQueue(nn.Module):
