@@ -59,7 +59,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA
     channels_last: bool | None = None  # None: on (faster convolutions on CPU and GPU)
     grad_clip: float | None = None  # max gradient norm; None: no clipping (as the papers)
-    nonfinite: Literal["stop", "skip"] = "stop"  # on a NaN/inf loss: stop, or skip the step
+    nonfinite: Literal["stop", "skip"] = "stop"  # on a NaN/inf in a step: stop, or undo the step
     keep_checkpoints: int = 1  # checkpoints kept in the run directory (latest always kept)
     progress: bool = True  # show a progress bar
     tensorboard: bool | None = None  # TensorBoard event files; None: when it is installed

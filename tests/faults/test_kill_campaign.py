@@ -3,10 +3,11 @@
 Each trial trains a real `semisup train` process, kills it with SIGKILL either at a random
 moment after some evaluations or while a checkpoint's temporary file is being written,
 resumes it, and compares the final checkpoint (every tensor) and metrics.jsonl with an
-uninterrupted run of the same command. The default suite runs one mid-write trial of SimMatch
-with a labeled batch larger than the labeled set (repeated bank indices); the campaign
-(`-m slow`) runs four trials of each of several algorithms, SimMatch on two threads (where
-repeated indices in one tensor write used to land in a varying order).
+uninterrupted run of the same command. The default suite runs a random-moment trial of
+FixMatch (CTAugment) and a mid-write trial of ReMixMatch; the campaign (`-m slow`) runs four
+trials of each of several algorithms (SimMatch with a labeled batch larger than the labeled
+set, on two threads: repeated bank indices in one tensor write used to land in a varying
+order) and one of every registered algorithm.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from semisup.algorithms import ALGORITHMS
+
 from .helpers import assert_finite_checkpoint, assert_same_run
 
 STEPS = 8
@@ -36,7 +39,7 @@ COMMON = [
     "train.tensorboard=false",
 ]
 # Per algorithm: extra flags (after COMMON's --set values) and the threads the process uses.
-ALGORITHMS = {
+CAMPAIGN = {
     "fixmatch": (["algorithm.mu=2"], 1),  # CTAugment, its rates checkpointed
     "remixmatch": ([], 1),
     # 10 labels and a labeled batch of 16: every batch repeats labeled indices in the bank write
@@ -50,7 +53,7 @@ ALGORITHMS = {
 
 
 def _start(out: Path, algorithm: str, threads: int, *extra: str) -> subprocess.Popen:
-    flags = ALGORITHMS[algorithm][0]
+    flags = CAMPAIGN.get(algorithm, ([], 1))[0]
     labels = ["--num-labels", "10"] if algorithm == "simmatch" else []
     command = [sys.executable, "-m", "semisup", "train", "--algorithm", algorithm, *labels]
     command += ["--out", str(out), *COMMON, *flags, *extra]
@@ -108,14 +111,23 @@ def straight_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, int
     return get
 
 
-def test_kill_during_a_checkpoint_write_simmatch(tmp_path, straight_run):
-    _trial(tmp_path, straight_run("simmatch", 1), "simmatch", 1, "mid-write", seed=3)
+@pytest.mark.parametrize(
+    ("algorithm", "moment"), [("fixmatch", "random"), ("remixmatch", "mid-write")]
+)
+def test_kill_then_resume_is_bit_identical(tmp_path, straight_run, algorithm, moment):
+    _trial(tmp_path, straight_run(algorithm, 1), algorithm, 1, moment, seed=3)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trial", range(4))
-@pytest.mark.parametrize("algorithm", list(ALGORITHMS))
+@pytest.mark.parametrize("algorithm", list(CAMPAIGN))
 def test_kill_campaign(tmp_path, straight_run, algorithm, trial):
-    moment, threads = "mid-write" if trial % 2 else "random", ALGORITHMS[algorithm][1]
+    moment, threads = "mid-write" if trial % 2 else "random", CAMPAIGN[algorithm][1]
     straight = straight_run(algorithm, threads)
     _trial(tmp_path, straight, algorithm, threads, moment, seed=100 * trial + 7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ALGORITHMS.names())
+def test_kill_every_algorithm(tmp_path, straight_run, algorithm):
+    _trial(tmp_path, straight_run(algorithm, 1), algorithm, 1, "random", seed=7)

@@ -195,6 +195,7 @@ DAMAGED_CONFIGS = [
     (b"train: {steps: [\n", "cannot read"),
     (b"train:\n  ema_decay: 2\n", "train.ema_decay must be in [0, 1), got 2"),
     (b"color:\n  x: 1\n", "unknown config key 'color.x'"),
+    (b"algorithm:\n  name: fixmatch\n", "belongs to another run"),  # cut after its first lines
 ]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from semisup import bench, report
 from semisup.commands import crest_generations, export, predict, train
-from semisup.commands.rundir import resume_config
+from semisup.commands.rundir import check_checkpoint_fits, resume_config
 from semisup.errors import UserError
 
 log = logging.getLogger("semisup")
@@ -83,6 +83,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     cfg = resume_config(run_dir, {"train.device": args.device, "train.progress": False})
     trainer = build_trainer(cfg, None)
     state = load_checkpoint(run_dir / "checkpoint.pt", trainer.device)
+    check_checkpoint_fits(state, trainer, run_dir / "checkpoint.pt")
     trainer.ema.load_state_dict(state["ema"])
     if trainer.data.test_images is None:
         raise UserError(f"the data set of {run_dir} has no test images to evaluate on")

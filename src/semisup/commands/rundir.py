@@ -107,11 +107,17 @@ def claim_run_dir(run_dir: Path, resume: bool, marker: str = "checkpoint.pt") ->
                 log.info("removed %s, left by an interrupted write", path)
             yield
     except BaseException:
-        if created and {p.name for p in run_dir.iterdir()} <= {LOCK_NAME}:
-            with contextlib.suppress(OSError):
-                (run_dir / LOCK_NAME).unlink(missing_ok=True)
-                run_dir.rmdir()
+        if created:
+            _remove_if_unused(run_dir)
         raise
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Deletes a run directory that holds nothing but its lock file."""
+    with contextlib.suppress(OSError):
+        if {p.name for p in run_dir.iterdir()} <= {LOCK_NAME}:
+            (run_dir / LOCK_NAME).unlink(missing_ok=True)
+            run_dir.rmdir()
 
 
 def read_run_config(run_dir: Path) -> Config:
