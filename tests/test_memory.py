@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from semisup.modules.memory import LabeledMemoryBank, momentum_update
+from semisup.modules.memory import LabeledMemoryBank, last_writes, momentum_update
 
 
 def test_s4_momentum_update():
@@ -70,3 +70,43 @@ def test_code_normalised_bank_write_equals_the_usb_transcription(momentum):
 def test_bank_rejects_an_unknown_normalisation():
     with pytest.raises(ValueError, match="'code' or 'paper'"):
         LabeledMemoryBank(4, 2, normalization="dimension")  # type: ignore[arg-type]
+
+
+def test_last_writes_keeps_the_last_row_of_each_repeated_slot():
+    index = torch.tensor([3, 1, 3, 0, 1, 3])
+    rows = torch.arange(6.0)[:, None].expand(6, 2)
+    slots, kept = last_writes(index, rows)
+    assert slots.tolist() == [0, 1, 3]
+    assert kept[:, 0].tolist() == [3.0, 4.0, 5.0]  # positions of the last 0, 1 and 3
+
+
+def test_repeated_labeled_indices_write_the_last_occurrence_once():
+    """A labeled batch larger than the labeled set repeats indices: the rule is explicit."""
+    bank = LabeledMemoryBank(3, 2)
+    start = bank.embeddings.clone()
+    index = torch.tensor([2, 0, 2, 2])
+    new = torch.nn.functional.normalize(torch.randn(4, 2), dim=-1)
+    labels = torch.tensor([5, 6, 7, 8])
+    bank.update(index, new, labels, momentum=0.7)
+    assert torch.equal(bank.embeddings[2], momentum_update(start[2:3], new[3:4], 0.7)[0])
+    assert torch.equal(bank.embeddings[0], momentum_update(start[0:1], new[1:2], 0.7)[0])
+    assert torch.equal(bank.embeddings[1], start[1])
+    assert bank.labels.tolist() == [6, 0, 8]
+
+
+def test_bank_update_does_not_depend_on_the_thread_count():
+    index = torch.randint(0, 40, (4096,), generator=torch.Generator().manual_seed(0))
+    new = torch.nn.functional.normalize(torch.randn(4096, 128), dim=-1)
+    banks = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 4):
+            torch.set_num_threads(count)
+            bank = LabeledMemoryBank(40, 128, generator=torch.Generator().manual_seed(1))
+            bank.update(index, new, index % 10, momentum=0.0)
+            banks.append(bank.embeddings)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(banks[0], banks[1])
+    last = {int(i): p for p, i in enumerate(index)}
+    assert all(torch.equal(banks[0][i], new[p]) for i, p in last.items())

@@ -4,7 +4,8 @@ Layering, lowest first: dataclass defaults (the papers' settings), the data set'
 (`PRESETS`, only for tiny built-in data), a YAML file (`--config`), then command-line flags and
 `--set` pairs. Unknown keys and wrongly typed values fail at once with a message listing the
 valid keys. The `algorithm` and `model` sections are free-form: `name` plus keyword arguments,
-validated against the constructor signature of the named algorithm or model.
+validated against the constructor signature of the named algorithm or model. Every number is
+checked against its range (`semisup.ranges`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from semisup.durations import parse_duration
 from semisup.errors import UserError
+from semisup.ranges import FIELD_RANGES, check, kwarg_range
 
 
 @dataclass
@@ -76,7 +79,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool | None = None  # None: on (faster convolutions on CPU and GPU)
     grad_clip: float | None = None  # max gradient norm; None: no clipping (as the papers)
-    nonfinite: Literal["stop", "skip"] = "stop"  # on a NaN/inf loss: stop, or skip the step
+    nonfinite: Literal["stop", "skip"] = "stop"  # on a NaN/inf in a step: stop, or undo the step
     keep_checkpoints: int = 1  # checkpoints kept in the run directory (latest always kept)
     progress: bool = True  # show a progress bar
     tensorboard: bool | None = None  # TensorBoard event files; None: when it is installed
@@ -136,6 +139,9 @@ def fill_paper_defaults(train: TrainConfig) -> None:
     if train.eval_every is None:
         train.eval_every = min(1024, max(1, train.steps // 10))
 
+
+# Keys that hold a duration ("20m"): checked as soon as they are set.
+DURATION_KEYS = ("train.time_budget", "train.checkpoint_every")
 
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
@@ -228,6 +234,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
 def _type_name(hint: Any) -> str:
     if hint is type(None):
         return "null"
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(str(c) for c in get_args(hint))
     return getattr(hint, "__name__", str(hint))
 
 
@@ -267,9 +275,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file {path} does not exist")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise UserError(f"config file {path} is not text (not UTF-8): pass a YAML file") from e
+    except OSError as e:
+        raise UserError(f"cannot read config file {path}: {e.strerror or e}") from e
     except yaml.YAMLError as e:
-        raise UserError(f"config file {path} is not valid YAML: {e}") from e
+        raise UserError(f"config file {path} is not valid YAML: {' '.join(str(e).split())}") from e
     if not isinstance(loaded, dict):
         raise UserError(f"config file {path} must be a mapping of sections")
     return flatten(loaded, str(path))
@@ -296,7 +308,10 @@ def set_key(cfg: Config, key: str, value: Any) -> None:
     if name not in hints:
         names = ", ".join(f"{section}.{f.name}" for f in dataclasses.fields(obj))
         raise UserError(f"unknown config key '{key}'. Valid {section} keys: {names}")
-    setattr(obj, name, coerce(value, hints[name], key))
+    value = check(key, coerce(value, hints[name], key), FIELD_RANGES.get(key))
+    if key in DURATION_KEYS and value is not None:
+        parse_duration(value)  # an unreadable duration is an error now, not when training starts
+    setattr(obj, name, value)
 
 
 def build_config(
@@ -316,6 +331,10 @@ def build_config(
     cfg = Config()
     for key, value in {**preset, **user}.items():
         set_key(cfg, key, value)
+    for section in FREE_SECTIONS:  # the numbers given; types and the rest: `resolve_kwargs`
+        values = getattr(cfg, section)
+        for name, value in values.items():
+            check(f"{section}.{name}", value, kwarg_range(str(values.get("name")), name))
     return cfg
 
 
@@ -359,7 +378,8 @@ def resolve_kwargs(
     resolved: dict[str, Any] = {"name": name}
     for n, p in params.items():
         if n in given:
-            resolved[n] = coerce(given[n], hints.get(n, Any), f"{section}.{n}")
+            value = coerce(given[n], hints.get(n, Any), f"{section}.{n}")
+            resolved[n] = check(f"{section}.{n}", value, kwarg_range(name, n))
         elif p.default is not p.empty:
             resolved[n] = p.default
         else:

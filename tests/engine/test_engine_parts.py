@@ -154,7 +154,7 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path):
     save_checkpoint({"step": 3, "w": torch.arange(3)}, path)
     state = load_checkpoint(path)
     assert state["step"] == 3 and torch.equal(state["w"], torch.arange(3))
-    assert not list(tmp_path.glob(".*tmp"))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(UserError, match=f"checkpoint {path} is corrupt"):
         load_checkpoint(path)
@@ -165,16 +165,24 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
 
 
-def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (OSError(28, "No space left on device"), "No space left on device"),
+        # what torch.save raises on a full disk: a RuntimeError, not an OSError
+        (RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64"), "enforce"),
+    ],
+)
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, error, reason):
     path = tmp_path / "checkpoint.pt"
     save_checkpoint({"step": 1}, path)
 
     def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+        raise error
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(UserError, match="No space left on device. The previous checkpoint"):
+    with pytest.raises(UserError, match=f"{reason}.*; the previous checkpoint.pt .* is unchanged"):
         save_checkpoint({"step": 2}, path)
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
-    assert not list(tmp_path.glob(".*tmp"))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]

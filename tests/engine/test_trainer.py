@@ -3,7 +3,7 @@ import torch
 
 from semisup.config import build_config
 from semisup.engine.checkpoint import load_checkpoint
-from semisup.engine.trainer import NonFiniteLossError
+from semisup.engine.guard import NonFiniteLossError
 from semisup.experiment import build_trainer
 
 TINY = {
@@ -84,7 +84,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         return out
 
     trainer.algorithm.forward = nan_at_step_five
-    with pytest.raises(NonFiniteLossError, match=r"non-finite at step 5 \(loss=nan") as error:
+    with pytest.raises(
+        NonFiniteLossError, match=r"stopped at step 5: the loss became non-finite \(loss=nan"
+    ) as error:
         trainer.fit()
     assert "checkpoint.pt (step 3)" in str(error.value) and "--resume" in str(error.value)
     state = load_checkpoint(tmp_path / "checkpoint.pt")

@@ -37,6 +37,7 @@ from semisup.algorithms.presets import MIXMATCH_ADAM
 from semisup.algorithms.registry import ALGORITHMS
 from semisup.errors import UserError
 from semisup.math import prior, pseudo
+from semisup.modules.memory import last_writes
 
 EPS = 1e-6  # the code's 1e-6 in estimate_pseudo, the rescaling and the entropy
 
@@ -174,9 +175,10 @@ class DARP(Algorithm):
 
     def refine(self, u_idx: Tensor, probs_u_w: Tensor) -> Tensor:
         """The refined table, from the stored predictions updated with this step's (all ranks)."""
-        table = self.predictions.index_put(
-            (distributed.all_gather_cat(u_idx),), distributed.all_gather_cat(probs_u_w)
+        slots, rows = last_writes(
+            distributed.all_gather_cat(u_idx), distributed.all_gather_cat(probs_u_w)
         )
+        table = self.predictions.index_put((slots,), rows)
         cleaned = remove_noisy_entries(table, self.target, self.alpha)
         return distribution_matching(cleaned, self.target, self.iterations)
 
@@ -213,8 +215,9 @@ class DARP(Algorithm):
     @torch.no_grad()
     def on_step_end(self, batch: dict[str, Tensor], out: dict[str, Tensor], step: int) -> None:
         """Stores this step's predictions (all ranks) and the table refined in this step."""
-        u_idx = distributed.all_gather_cat(batch["u_idx"])
         state = out["state"]
-        self.predictions[u_idx] = distributed.all_gather_cat(state["probs_u_w"])
+        u_idx = distributed.all_gather_cat(batch["u_idx"])
+        slots, rows = last_writes(u_idx, distributed.all_gather_cat(state["probs_u_w"]))
+        self.predictions[slots] = rows
         if "refined_table" in state:
             self.refined.copy_(state["refined_table"])

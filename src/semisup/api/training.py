@@ -32,12 +32,13 @@ from semisup.api.data import (
     read_test_set,
 )
 from semisup.api.images import prepare_images
-from semisup.commands.rundir import summary_record, write_json, write_yaml
+from semisup.commands.rundir import summary_record
 from semisup.config import Config, build_config, flatten
 from semisup.data.ssl import SSLData
 from semisup.engine.trainer import Trainer
 from semisup.errors import UserError
 from semisup.experiment import build_run
+from semisup.files import write_json, write_yaml
 from semisup.inference import TrainedModel
 from semisup.models.inputs import to_model_input
 from semisup.planning import plan_run

@@ -23,6 +23,7 @@ import yaml
 from semisup.bench.suite import PLACEMENT_KEYS, Cell, Suite
 from semisup.bench.table import read_outcome, write_tables
 from semisup.config import flatten
+from semisup.files import write_yaml
 
 CELL_CONFIG = "cell.yaml"
 CELL_LOG = "train.log"
@@ -68,7 +69,7 @@ def run_cell(cell: Cell, directory: Path, resume: bool) -> int:
         shutil.rmtree(directory)  # a start that never reached a checkpoint: begin afresh
     directory.mkdir(parents=True, exist_ok=True)
     if not resume:
-        (directory / CELL_CONFIG).write_text(yaml.safe_dump(nested(cell.keys), sort_keys=False))
+        write_yaml(directory / CELL_CONFIG, nested(cell.keys))
     with open(directory / CELL_LOG, "a") as log:
         log.write(f"$ {' '.join(train_command(cell, directory, resume))}\n")
         log.flush()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from semisup.bench.suite import Cell, Suite, check_cell
+from semisup.files import write_text
 from semisup.report.run_data import read_history
 
 # The papers' statistic: median of the last 20 evaluations (docs/algorithms.md#evaluation).
@@ -191,6 +192,6 @@ def write_tables(suite: Suite, root: Path) -> tuple[Path, Path]:
     outcomes = [read_outcome(c, c.directory(root), suite.last_evaluations) for c in suite.cells]
     root.mkdir(parents=True, exist_ok=True)
     markdown, table = root / "results.md", root / "results.csv"
-    markdown.write_text(render_markdown(suite, outcomes))
-    table.write_text(render_csv(suite, outcomes))
+    write_text(markdown, render_markdown(suite, outcomes))
+    write_text(table, render_csv(suite, outcomes))
     return markdown, table

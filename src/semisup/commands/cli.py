@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from semisup import bench, report
 from semisup.commands import crest_generations, export, predict, process, train
-from semisup.commands.rundir import resume_config
+from semisup.commands.rundir import check_checkpoint_fits, resume_config
 from semisup.errors import UserError
 
 log = logging.getLogger("semisup")
@@ -81,6 +86,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     cfg = resume_config(run_dir, {"train.device": args.device, "train.progress": False})
     trainer = build_trainer(cfg, None)
     state = load_checkpoint(run_dir / "checkpoint.pt", trainer.device)
+    check_checkpoint_fits(state, trainer, run_dir / "checkpoint.pt")
     trainer.ema.load_state_dict(state["ema"])
     if trainer.data.test_images is None:
         raise UserError(f"the data set of {run_dir} has no test images to evaluate on")
@@ -116,20 +122,48 @@ def command_list(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does (training defers both to a step's end)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null, so that the exit's flush of a closed pipe raises nothing."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; user errors become one `error: ...` line and exit status 2."""
+    """Entry point; user errors become one `error: ...` line and exit status 2.
+
+    Ctrl-C and SIGTERM print one line and exit with 130; a closed output pipe (`| head`) ends
+    the command quietly with 141, as SIGPIPE ends other tools.
+    """
     args = build_parser().parse_args(argv)
     setup_logging()
     process.tune_allocator()
     handlers = {"train": train.run, "evaluate": command_evaluate, "list": command_list}
     try:
-        return (handlers.get(args.command) or args.handler)(args)
+        with terminate_as_interrupt():
+            return (handlers.get(args.command) or args.handler)(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"interrupted{f': {e}' if str(e) else ''}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
 
 
 if __name__ == "__main__":

@@ -43,12 +43,11 @@ from semisup.algorithms.crest import (
     sampling_rates,
 )
 from semisup.commands.rundir import (
+    claim_run_dir,
     default_run_dir,
     flag_overrides,
     resume_config,
-    resume_trainer,
-    write_json,
-    write_yaml,
+    start_trainer,
 )
 from semisup.config import Config, build_config, read_yaml
 from semisup.data.ssl import SSLData
@@ -56,6 +55,8 @@ from semisup.engine.metrics import predict_logits
 from semisup.engine.trainer import Trainer
 from semisup.errors import UserError
 from semisup.experiment import build_run, prepare_data
+from semisup.files import make_folder, write_json, write_yaml
+from semisup.ranges import POSITIVE, check
 
 log = logging.getLogger("semisup")
 
@@ -187,10 +188,10 @@ def train_generation(
     cfg: Config, gen_dir: Path, picks: dict[str, Tensor] | None, settings: Settings
 ) -> None:
     """Trains (or finishes) one generation, then writes its picks and summary.json."""
+    make_folder(gen_dir, "choose another --out")
     trainer = build_generation(cfg, gen_dir, picks)
     data = trainer.data
-    if (gen_dir / "checkpoint.pt").is_file():
-        resume_trainer(trainer, gen_dir)
+    start_trainer(trainer, gen_dir, resume=False)
     write_yaml(gen_dir / "config.yaml", cfg.to_dict())
     result = trainer.fit()
 
@@ -297,6 +298,8 @@ def resolve_settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> 
     settings = Settings(**given)
     if settings.generations < 1:
         raise UserError(f"--generations must be at least 1, got {settings.generations}")
+    check("--alpha", settings.alpha, POSITIVE)
+    check("--final-temperature", settings.final_temperature, POSITIVE)
     return settings
 
 
@@ -312,8 +315,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--resume needs --out RUN_DIR, the CReST run to continue")
         run_dir = Path(args.out)
         base = resume_config(run_dir, overrides)
-        saved = yaml.safe_load((run_dir / "crest.yaml").read_text())
-        settings = resolve_settings(args, saved)
+        settings = resolve_settings(args, read_settings(run_dir / "crest.yaml"))
     else:
         if "algorithm.name" not in {**(read_yaml(args.config) if args.config else {}), **overrides}:
             overrides["algorithm.name"] = "crest"
@@ -325,15 +327,14 @@ def run(args: argparse.Namespace) -> int:
                 "--plus, --final-temperature and data.imbalance_ratio)"
             )
         run_dir = Path(args.out) if args.out else default_run_dir(base)
-        if (run_dir / "crest.yaml").exists():
-            raise UserError(f"{run_dir} already holds a CReST run; continue it with --resume")
         if args.plus and base.algorithm["name"] != "crest":
             raise UserError("--plus (progressive distribution alignment) needs algorithm crest")
         settings = resolve_settings(args, None)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_yaml(run_dir / "config.yaml", base.to_dict())
-        write_yaml(run_dir / "crest.yaml", dataclasses.asdict(settings))
-    summary = run_generations(base, run_dir, settings)
+    with claim_run_dir(run_dir, args.resume, marker="crest.yaml"):
+        if not args.resume:
+            write_yaml(run_dir / "config.yaml", base.to_dict())
+            write_yaml(run_dir / "crest.yaml", dataclasses.asdict(settings))
+        summary = run_generations(base, run_dir, settings)
     print(f"run saved in {run_dir}")
     if summary["test_accuracy"] is not None:
         print(
@@ -342,3 +343,14 @@ def run(args: argparse.Namespace) -> int:
             f"evaluations {100 * summary['median_last20_accuracy']:.2f}%"
         )
     return 0
+
+
+def read_settings(path: Path) -> dict[str, Any]:
+    """The generation settings a CReST run saved, or a UserError saying why they are unusable."""
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise UserError(f"cannot resume the CReST run: {path} is unreadable ({e})") from e
+    if not isinstance(saved, dict) or set(saved) - {f.name for f in dataclasses.fields(Settings)}:
+        raise UserError(f"cannot resume the CReST run: {path} does not hold its settings")
+    return saved

@@ -30,10 +30,13 @@ import torch
 from torch import Tensor, nn
 
 from semisup.errors import UserError
+from semisup.files import atomic_path
 from semisup.inference import TrainedModel, load
 from semisup.models.inputs import to_model_input
 
 log = logging.getLogger("semisup")
+
+EXPORT_HINT = "Free some disk space or choose another path"
 
 ONNX_PACKAGES = ("onnx", "onnxscript")
 OUTPUT_NAMES = ("logits", "probabilities")
@@ -116,7 +119,7 @@ def write_onnx(
             program, (), None, output_names=list(OUTPUT_NAMES), verbose=False
         )
     onnx_program.model.metadata_props.update(metadata)
-    with _writing(path) as target:
+    with atomic_path(path, EXPORT_HINT) as target:
         onnx_program.save(target, external_data=False)
     return Path(path)
 
@@ -125,25 +128,17 @@ def write_pt2(
     program: torch.export.ExportedProgram, metadata: dict[str, str], path: str | Path
 ) -> Path:
     """Writes an `export_program` with the metadata as the extra file "semisup.json"."""
-    with _writing(path) as target:
+    with atomic_path(path, EXPORT_HINT) as target:
         torch.export.save(program, target, extra_files={"semisup.json": json.dumps(metadata)})
     return Path(path)
 
 
 def _check_folder(path: str | Path) -> None:
     folder = Path(path).parent
+    if Path(path).is_dir():
+        raise UserError(f"cannot write {path}: it is a folder; give a file name inside it")
     if not folder.is_dir():
         raise UserError(f"cannot write {path}: the folder {folder} does not exist")
-
-
-@contextlib.contextmanager
-def _writing(path: str | Path) -> Iterator[Path]:
-    """Turns a failed write (disk full, no permission) into a UserError naming the file."""
-    path = Path(path)
-    try:
-        yield path
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from e
 
 
 @contextlib.contextmanager

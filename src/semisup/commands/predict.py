@@ -160,7 +160,17 @@ def write_records(
     columns = ["file", "class", "class_index", "probability"]
     columns += [f"probability_{name}" for name in class_names or ()]
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(columns)
+    writer.writerow([printable(c) for c in columns])
     for record in records:
-        row = [record[key] for key in columns[:4]]
+        row = [printable(record[key]) for key in columns[:4]]
         writer.writerow(row + list(record.get("probabilities", {}).values()))
+
+
+def printable(value: Any) -> Any:
+    """A file or class name whose bytes are not UTF-8 with U+FFFD for them (others unchanged).
+
+    File names of any bytes reach Python as str with surrogates, which a UTF-8 stdout refuses.
+    """
+    if not isinstance(value, str):
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

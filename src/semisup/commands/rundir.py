@@ -1,12 +1,21 @@
-"""What `semisup train` and `semisup crest` share: flags as config keys, run directories, resume."""
+"""What `semisup train` and `semisup crest` share: flags as config keys, run directories, resume.
+
+A run directory has one writer at a time (`claim_run_dir` holds its lock for the whole
+command). Its files are written atomically (`semisup.files`): checkpoint.pt, then
+metrics.jsonl (always the checkpoint's history), config.yaml, summary.json and history.jsonl,
+one line per start or resume with the settings a resume changed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import datetime
 import json
 import logging
 import resource
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +24,10 @@ import yaml
 
 from semisup.config import Config, config_from_dict, parse_assignments, set_key
 from semisup.engine.checkpoint import load_checkpoint
+from semisup.engine.guard import all_finite, floating_tensors
 from semisup.engine.trainer import Trainer
 from semisup.errors import UserError
+from semisup.files import LOCK_NAME, exclusive_lock, make_folder, remove_temp_files, write_jsonl
 
 log = logging.getLogger("semisup")
 
@@ -31,8 +42,24 @@ FLAG_KEYS = {
     "seed": "train.seed",
     "device": "train.device",
 }
-# Keys that may change when a run is resumed; anything else would silently alter the run.
-RESUMABLE_KEYS = {"train.steps", "train.device", "train.progress", "train.eval_batch_size"}
+# Keys that may change when a run is resumed; anything else would silently alter the run. The
+# learning rate, clipping and the non-finite policy are the remedies for a diverged run.
+RESUMABLE_KEYS = {
+    "train.steps",
+    "train.time_budget",
+    "train.checkpoint_every",
+    "train.device",
+    "train.progress",
+    "train.eval_batch_size",
+    "optim.lr",
+    "train.grad_clip",
+    "train.nonfinite",
+}
+# Keys that say where the data is read from, not what it is: they may differ between the
+# checkpoint and config.yaml (a moved data directory).
+LOCATION_KEYS = {"data.dir", "data.download", "data.mirror"}
+HISTORY = "history.jsonl"
+OUT_ALTERNATIVE = "choose another --out"
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -56,12 +83,65 @@ def default_run_dir(cfg: Config) -> Path:
     return run_dir
 
 
-def resume_config(run_dir: Path, overrides: dict[str, Any]) -> Config:
-    """A run's saved config, with the few overrides a resumed run may change."""
+@contextlib.contextmanager
+def claim_run_dir(run_dir: Path, resume: bool, marker: str = "checkpoint.pt") -> Iterator[None]:
+    """Creates and locks `run_dir` for this process; removes what killed writers left.
+
+    Args:
+        run_dir: the run directory.
+        resume: whether the command continues the run in it.
+        marker: the file that shows a run is already there (refused unless `resume`).
+
+    A directory this call created is removed again if the command fails before writing
+    anything into it.
+
+    Raises:
+        UserError: when the directory cannot be created or written, another process writes
+            into it, or (without `resume`) it already holds a run.
+    """
+    created = not run_dir.exists()
+    make_folder(run_dir, OUT_ALTERNATIVE)
+    try:
+        with exclusive_lock(run_dir, OUT_ALTERNATIVE):
+            if not resume and (run_dir / marker).exists():
+                raise UserError(
+                    f"{run_dir} already holds a run; continue it with --resume, or choose "
+                    "another --out"
+                )
+            for path in remove_temp_files(run_dir):
+                log.info("removed %s, left by an interrupted write", path)
+            yield
+    except BaseException:
+        if created:
+            _remove_if_unused(run_dir)
+        raise
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Deletes a run directory that holds nothing but its lock file."""
+    with contextlib.suppress(OSError):
+        if {p.name for p in run_dir.iterdir()} <= {LOCK_NAME}:
+            (run_dir / LOCK_NAME).unlink(missing_ok=True)
+            run_dir.rmdir()
+
+
+def read_run_config(run_dir: Path) -> Config:
+    """The config.yaml of a run directory, or a UserError saying why it cannot be read."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise UserError(f"cannot resume: {path} does not exist (is --out the run directory?)")
-    cfg = config_from_dict(yaml.safe_load(path.read_text()))
+    try:
+        nested = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError, OSError) as e:
+        raise UserError(f"cannot read {path}: {str(e).splitlines()[0]}") from e
+    if not isinstance(nested, dict):
+        raise UserError(f"{path} is not a run's config (a mapping of sections)")
+    return config_from_dict(nested)
+
+
+def resume_config(run_dir: Path, overrides: dict[str, Any]) -> Config:
+    """A run's saved config, with the few overrides a resumed run may change."""
+    cfg = read_run_config(run_dir)
     # Repeating the original command with --resume is fine; changing the run is not.
     changed = sorted(
         key
@@ -85,18 +165,91 @@ def _same_value(cfg: Config, key: str, value: Any) -> bool:
     return trial == cfg
 
 
+def _flat(nested: dict[str, Any]) -> dict[str, Any]:
+    return {f"{s}.{k}": v for s, values in nested.items() for k, v in values.items()}
+
+
+def check_checkpoint_fits(state: dict[str, Any], trainer: Trainer, path: Path) -> dict[str, Any]:
+    """Checks that a checkpoint was written by this run; returns the settings a resume changed.
+
+    The checkpoint's own config must match the run's (config.yaml) on every key a resume may
+    not change, its classes must be the data's, its state finite, and it must not be past
+    `train.steps`.
+
+    Returns:
+        {key: [checkpoint's value, this run's value]} of the resumable keys that differ.
+
+    Raises:
+        UserError: naming the first key that differs.
+    """
+    try:
+        saved = _flat(config_from_dict(state["config"]).to_dict())
+    except (UserError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"{path} holds no readable run config ({e}); it is not this run's") from e
+    current = _flat(trainer.config)
+    for key in sorted(set(saved) | set(current)):
+        if key in RESUMABLE_KEYS | LOCATION_KEYS or saved.get(key) == current.get(key):
+            continue
+        raise UserError(
+            f"{path} belongs to another run: its {key} is {saved.get(key)!r}, but the run's "
+            f"config.yaml has {current.get(key)!r}. Resume the checkpoint's own run directory, "
+            "or move checkpoint.pt away to start this run over"
+        )
+    classes = list(trainer.data.class_names)
+    if state.get("class_names", classes) != classes:
+        raise UserError(
+            f"{path} was trained on the classes {state['class_names']}, but the data now has "
+            f"{classes}; restore the data as it was, or start a new run with another --out"
+        )
+    if not all_finite(floating_tensors([state.get(k) for k in ("algorithm", "ema", "callbacks")])):
+        raise UserError(
+            f"{path} holds non-finite values (NaN or infinity; written by an earlier version, "
+            "which saved diverged runs): move it away and start this run over"
+        )
+    if trainer.settings.steps < int(state["step"]):
+        raise UserError(
+            f"train.steps={trainer.settings.steps} is less than the {state['step']} steps "
+            f"{path} has already done; resume with --steps {state['step']} or more"
+        )
+    return resumable_changes(saved, current)
+
+
+def resumable_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """{key: [saved value, current value]} of the resumable keys that differ (flat configs)."""
+    return {
+        k: [saved.get(k), current.get(k)]
+        for k in sorted(RESUMABLE_KEYS)
+        if saved.get(k) != current.get(k)
+    }
+
+
 def resume_trainer(trainer: Trainer, run_dir: Path, write: bool = True) -> None:
     """Loads RUN_DIR/checkpoint.pt into `trainer` and drops the evaluations logged after it.
 
     Args:
         trainer: a trainer built from the run's config.
         run_dir: the run directory.
-        write: rewrite metrics.jsonl (False on the processes that do not write files).
+        write: rewrite metrics.jsonl and record the resume in history.jsonl (False on the
+            processes that do not write files).
+
+    Raises:
+        UserError: when the checkpoint is unreadable or belongs to another run.
     """
-    trainer.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt", trainer.device))
+    path = run_dir / "checkpoint.pt"
+    state = load_checkpoint(path, trainer.device)
+    changes = check_checkpoint_fits(state, trainer, path)
+    try:
+        trainer.load_state_dict(state)
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as e:
+        raise UserError(
+            f"{path} does not fit the run in {run_dir} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200]}); move it away to start this run over"
+        ) from e
+    for key, (old, new) in changes.items():
+        log.info("resuming with %s changed from %r to %r (recorded in %s)", key, old, new, HISTORY)
     if write:
-        with open(run_dir / "metrics.jsonl", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in trainer.history)
+        write_jsonl(run_dir / "metrics.jsonl", trainer.history)
+        record_history(run_dir, "resume", trainer.step, changes)
     log.info("resuming %s at step %d", run_dir, trainer.step)
 
 
@@ -125,13 +278,39 @@ def peak_memory_gb(device: torch.device) -> float:
     return peak / 1e9
 
 
-def write_yaml(path: Path, content: dict[str, Any]) -> None:
-    """Writes a YAML file (tuples as lists)."""
-    path.write_text(yaml.safe_dump(json.loads(json.dumps(content)), sort_keys=False))
+def start_trainer(trainer: Trainer, run_dir: Path, resume: bool, write: bool = True) -> None:
+    """Resumes `trainer` from RUN_DIR's checkpoint if there is one, else starts the run fresh.
+
+    A fresh start empties metrics.jsonl (which always holds the checkpoint's history).
+
+    Args:
+        trainer: a trainer built from the run's config.
+        run_dir: the run directory.
+        resume: whether the command is a `--resume` (which records what it changed).
+        write: write metrics.jsonl and history.jsonl (False on the processes that do not write).
+    """
+    if (run_dir / "checkpoint.pt").exists():
+        resume_trainer(trainer, run_dir, write)
+        return
+    changes: dict[str, Any] = {}
+    if resume:
+        log.info("no checkpoint in %s yet: starting its run from step 0", run_dir)
+        changes = resumable_changes(
+            _flat(read_run_config(run_dir).to_dict()), _flat(trainer.config)
+        )
+    if write:
+        write_jsonl(run_dir / "metrics.jsonl", [])
+        record_history(run_dir, "start", 0, changes)
 
 
-def write_json(path: Path, content: dict[str, Any]) -> None:
-    """Writes an indented JSON file atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=2) + "\n")
-    tmp.replace(path)
+def record_history(run_dir: Path, event: str, step: int, changes: dict[str, Any]) -> None:
+    """Appends one start or resume record to RUN_DIR/history.jsonl (rewritten atomically)."""
+    path = run_dir / HISTORY
+    records = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                records.append(json.loads(line))
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    records.append({"event": event, "step": step, "time": when, "changes": changes})
+    write_jsonl(path, records)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import shlex
@@ -12,18 +13,18 @@ from typing import Any
 
 from semisup import distributed, report
 from semisup.commands.rundir import (
+    claim_run_dir,
     default_run_dir,
     flag_overrides,
     resume_config,
-    resume_trainer,
+    start_trainer,
     summary_record,
-    write_json,
-    write_yaml,
 )
 from semisup.config import Config, DataConfig, build_config
 from semisup.engine.budget import parse_duration
 from semisup.errors import UserError
 from semisup.experiment import build_run, prepare_data
+from semisup.files import write_json, write_yaml
 from semisup.planning import plan_run
 
 # The engine settings the supervised baseline takes over, so it trains the same way.
@@ -40,12 +41,15 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     device = distributed.init_from_env()
     try:
-        return _train(args, device, started)
+        with contextlib.ExitStack() as held:
+            return _train(args, device, held, started)
     finally:
         distributed.shutdown()
 
 
-def _train(args: argparse.Namespace, ddp_device: Any, started: float) -> int:
+def _train(
+    args: argparse.Namespace, ddp_device: Any, held: contextlib.ExitStack, started: float
+) -> int:
     main = distributed.is_main()
     if not main:
         log.setLevel(logging.WARNING)
@@ -60,10 +64,8 @@ def _train(args: argparse.Namespace, ddp_device: Any, started: float) -> int:
         if cfg.train.defaults == "auto":
             cfg.train.defaults = "paper" if args.config else "practical"
         run_dir = distributed.broadcast_object(Path(args.out) if args.out else default_run_dir(cfg))
-        if (run_dir / "checkpoint.pt").exists():
-            raise UserError(
-                f"{run_dir} already holds a run; continue it with --resume, or choose another --out"
-            )
+    if main:  # one writer per run directory, from here to the end of the command
+        held.enter_context(claim_run_dir(run_dir, args.resume))
     if ddp_device is not None:
         cfg.train.device = str(ddp_device)
         cfg.train.progress = cfg.train.progress and main
@@ -78,10 +80,7 @@ def _train(args: argparse.Namespace, ddp_device: Any, started: float) -> int:
             deadline = plan.deadline
             log.info("plan: %s", "; ".join(plan.notes))
     trainer = build_run(cfg, data, run_dir)
-    if args.resume and (run_dir / "checkpoint.pt").exists():
-        resume_trainer(trainer, run_dir, write=main)
-    elif args.resume:
-        log.info("no checkpoint in %s yet: starting its run from step 0", run_dir)
+    start_trainer(trainer, run_dir, args.resume, write=main)
     if args.resume and cfg.train.time_budget is not None and main:
         deadline = started + parse_duration(cfg.train.time_budget) - trainer.wall_seconds
     trainer.clock.deadline = deadline

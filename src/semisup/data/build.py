@@ -57,6 +57,11 @@ def build_data(data: DataConfig, seed: int) -> SSLData:
         data.unlabeled_head,
         data.split_order,
     )
-    return build_ssl_data(
-        load_dataset(data), data.num_labels, seed, data.unlabeled_includes_labeled, protocol
-    )
+    dataset = load_dataset(data)
+    if dataset.num_classes < 2:
+        raise UserError(
+            f"the {data.name} data set has {dataset.num_classes} class "
+            f"({', '.join(dataset.class_names)}); a classifier needs at least two: add a folder "
+            "of images for each other class"
+        )
+    return build_ssl_data(dataset, data.num_labels, seed, data.unlabeled_includes_labeled, protocol)

@@ -32,6 +32,7 @@ class SSLData:
         test_targets: int64 (M,) or None.
         class_names: one per class.
         hflip: whether horizontal flips preserve labels.
+        skipped_files: image files of the data set that could not be decoded and were left out.
     """
 
     images: Tensor
@@ -42,6 +43,7 @@ class SSLData:
     test_targets: Tensor | None
     class_names: tuple[str, ...]
     hflip: bool
+    skipped_files: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -79,7 +81,7 @@ def build_ssl_data(
     Returns:
         The SSL split. Test images are never part of the pool.
     """
-    targets = dataset.train_targets.numpy()
+    targets, skipped = dataset.train_targets.numpy(), dataset.skipped_files
     if protocol is not None:
         split = protocol.split(dataset, num_labels, seed, unlabeled_includes_labeled)
         dataset, labeled, unlabeled_train = split.dataset, split.labeled, split.unlabeled
@@ -111,6 +113,7 @@ def build_ssl_data(
         test_targets=dataset.test_targets,
         class_names=dataset.class_names,
         hflip=dataset.hflip,
+        skipped_files=skipped,
     )
 
 

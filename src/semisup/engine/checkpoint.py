@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 
 from semisup.errors import UserError
+from semisup.files import write_atomic
 
 FORMAT_VERSION = 1
 
@@ -18,29 +18,16 @@ FORMAT_VERSION = 1
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Writes `state` to `path` without ever leaving a partial file there.
 
-    The bytes go to a temporary file in the same directory, are flushed and fsynced, then
-    renamed over `path` (atomic on POSIX); the directory is fsynced so the rename survives a
-    crash. If anything fails (disk full), the previous checkpoint at `path` is untouched.
+    The bytes go to a uniquely named temporary file in the same directory, are synced, then
+    renamed over `path` (`semisup.files.write_atomic`). If anything fails (a full disk, which
+    torch reports as a RuntimeError), the previous checkpoint at `path` is untouched and the
+    error is one UserError line.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UserError(
-            f"could not write checkpoint {path}: {e.strerror or e}. The previous checkpoint "
-            "(if any) is intact; free disk space or choose another --out"
-        ) from e
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(
+        path,
+        lambda handle: torch.save({"format": FORMAT_VERSION, **state}, handle),
+        "Free some disk space and resume with --resume, or choose another --out",
+    )
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -107,6 +107,7 @@ def run_summary(
         "image_shape": list(data.images.shape[1:]),  # (C, H, W) the model takes
         "labeled_class_counts": list(data.labeled_class_counts()),
         "confusion_matrix": confusion_matrix,
+        "skipped_files": list(data.skipped_files),  # undecodable images left out of the data
     }
 
 

@@ -40,6 +40,21 @@ class ScalarMeter:
         """Records a step skipped for a non-finite loss."""
         self.skipped += 1
 
+    def state_dict(self) -> dict[str, Any]:
+        """The sums since the last evaluation (a run resumed between two logs the same means)."""
+        return {
+            "sums": self.sums,
+            "counts": self.counts,
+            "last": self.last,
+            "skipped": self.skipped,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores a `state_dict()`."""
+        self.reset()
+        self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
+        self.last, self.skipped = dict(state["last"]), int(state["skipped"])
+
     def means(self) -> dict[str, Any]:
         """{key: mean since reset} (None where no valid value), plus skipped_steps if any."""
         result: dict[str, Any] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -21,19 +20,18 @@ from semisup.engine.batches import BatchSource
 from semisup.engine.budget import RunClock, parse_duration
 from semisup.engine.callbacks import Callback
 from semisup.engine.checkpoint import restore_rng, rng_state, save_checkpoint
+from semisup.engine.guard import StepGuard, nonfinite_parts
+from semisup.engine.interrupts import DeferredInterrupt, TrainingInterrupted, interrupted_message
 from semisup.engine.meter import ScalarMeter
 from semisup.engine.optim import build_optimizer, decay_kernels, learning_rate
 from semisup.engine.progress import Progress
 from semisup.engine.runtime import Runtime
 from semisup.engine.tensorboard import MetricLogger
 from semisup.errors import UserError
+from semisup.files import write_jsonl
 from semisup.modules.ema import ModelEMA
 
 log = logging.getLogger("semisup")
-
-
-class NonFiniteLossError(UserError):
-    """The loss became NaN or infinite; training stopped with the last good checkpoint kept."""
 
 
 class Trainer:
@@ -108,6 +106,8 @@ class Trainer:
         self.wall_seconds = 0.0
         self.clock = RunClock(None, parse_duration(train.checkpoint_every))
         self.stopped_early = False  # the clock's deadline ended training before train.steps
+        checkpoint = run_dir / "checkpoint.pt" if run_dir is not None else None
+        self.guard = StepGuard(train.nonfinite, checkpoint, float(optim.lr or 0.0))
 
     # ============ one step ============
     def train_step(self) -> dict[str, Tensor] | None:
@@ -118,18 +118,21 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
+        self.guard.begin(self)
         self.algorithm.train()
         with self.runtime.autocast():
             out = self.forward_module(batch, self.step)
-        loss = out["loss"]
-        if not distributed.all_true(bool(torch.isfinite(loss))):
-            return self._handle_nonfinite(out)
+        loss, bad = out["loss"], self.guard.nonfinite_outputs(out)
+        if bad:
+            return self.guard.reject(self, self.step, bad, out)
 
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.settings.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.algorithm.parameters(), self.settings.grad_clip)
+        if not self.guard.gradients_finite(self):
+            return self.guard.reject(self, self.step, ["gradients"], out)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         decay_kernels(self.optimizer, self.optim_settings, lr)
@@ -138,30 +141,11 @@ class Trainer:
         self.ema.update(self.algorithm.model, self.step)
         for callback in self.callbacks:
             callback.on_step_end(self, raw, self.step)
+        bad = nonfinite_parts(self)
+        if bad:
+            return self.guard.reject(self, self.step, bad, out)
         out["lr"] = torch.tensor(lr)
         return out
-
-    def _handle_nonfinite(self, out: dict[str, Any]) -> None:
-        parts = ", ".join(
-            f"{k}={float(v.detach()):.4g}"
-            for k, v in out.items()
-            if isinstance(v, Tensor) and v.numel() == 1
-        )
-        if self.settings.nonfinite == "skip":
-            log.warning("skipped step %d: non-finite loss (%s)", self.step + 1, parts)
-            self.meter.count_skipped()
-            return None
-        where = (
-            f"the last good checkpoint is {self.run_dir / 'checkpoint.pt'} (step "
-            f"{self.history[-1]['step']}); resume from it with --resume"
-            if self.run_dir and self.history
-            else "no checkpoint was written yet"
-        )
-        raise NonFiniteLossError(
-            f"the loss became non-finite at step {self.step + 1} ({parts}); training stopped and "
-            f"{where}. Lower the learning rate (--set optim.lr=...), enable gradient clipping "
-            "(--set train.grad_clip=5), or skip such steps (--set train.nonfinite=skip)"
-        )
 
     # ============ the loop ============
     def fit(self) -> dict[str, Any]:
@@ -173,6 +157,7 @@ class Trainer:
         s = self.settings
         progress = Progress(s.steps, self.step, self.is_main, s.progress, self.clock.deadline)
         started = time.perf_counter() - self.wall_seconds
+        interrupt = DeferredInterrupt()
         try:
             while self.step < self.settings.steps:
                 out = self.train_step()
@@ -192,10 +177,21 @@ class Trainer:
                     self.save()
                 if self.stopped_early:
                     break
+                if interrupt.requested():
+                    self.stop_at_interrupt(interrupt.received, started)
         finally:
+            interrupt.restore()
             progress.close()
         self.wall_seconds = time.perf_counter() - started
         return self.summary()
+
+    def stop_at_interrupt(self, signal_name: str | None, started: float) -> None:
+        """Checkpoints the whole, checked state after a step, then raises TrainingInterrupted."""
+        if self.run_dir is not None and self.guard.checkpoint_step != self.step:
+            self.wall_seconds = time.perf_counter() - started
+            self.save()
+        where = str(self.guard.checkpoint) if self.guard.checkpoint_step is not None else None
+        raise TrainingInterrupted(interrupted_message(signal_name, self.step, where))
 
     # ============ evaluation ============
     def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
@@ -206,7 +202,7 @@ class Trainer:
         )
 
     def evaluate_and_log(self) -> dict[str, Any]:
-        """Evaluates EMA and raw models, appends to the history and to metrics.jsonl."""
+        """Evaluates EMA and raw models and appends to the history (metrics.jsonl: see `save`)."""
         record: dict[str, Any] = {
             "step": self.step,
             **evaluation.mean_over_ranks(self.meter.means()),
@@ -220,9 +216,6 @@ class Trainer:
         record["wall_seconds"] = round(self.wall_seconds, 2)
         self.meter.reset()
         self.history.append(record)
-        if self.run_dir is not None and self.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
         if self.is_main:
             for logger in self.loggers:
                 logger.log(record)
@@ -254,7 +247,9 @@ class Trainer:
             # one entry per rank
             "rng": distributed.all_gather_objects(rng_state(self.batches.generator)),
             "history": self.history,
+            "meter": self.meter.state_dict(),
             "wall_seconds": self.wall_seconds,
+            "class_names": list(self.data.class_names),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -275,22 +270,29 @@ class Trainer:
             )
         restore_rng(state["rng"][self.rank], self.batches.generator)
         self.history = list(state["history"])
+        if "meter" in state:  # (checkpoints of earlier versions have none)
+            self.meter.load_state_dict(state["meter"])
         self.wall_seconds = float(state["wall_seconds"])
+        self.guard.checkpoint_step = self.step
 
     def save(self) -> None:
-        """Writes checkpoint.pt atomically (and keeps `keep_checkpoints` numbered copies).
+        """Writes checkpoint.pt, then metrics.jsonl (its history), each atomically.
 
-        Every rank takes part (its random number generator states are gathered); rank 0 writes.
+        Keeps `keep_checkpoints` numbered copies. A state with a non-finite value is never
+        written. Every rank takes part (its random number generator states are gathered); rank 0
+        writes.
         """
         if self.run_dir is None:
             return
         state = self.state_dict()
-        if not self.is_main:
-            return
-        save_checkpoint(state, self.run_dir / "checkpoint.pt")
-        self.clock.checkpointed()
-        if self.settings.keep_checkpoints > 1:
-            save_checkpoint(state, self.run_dir / f"checkpoint-{self.step:08d}.pt")
-            numbered = sorted(self.run_dir.glob("checkpoint-*.pt"))
-            for old in numbered[: -(self.settings.keep_checkpoints - 1)]:
-                old.unlink()
+        if self.is_main:
+            self.guard.check_checkpoint(state, self.step)
+            save_checkpoint(state, self.run_dir / "checkpoint.pt")
+            self.clock.checkpointed()
+            if self.settings.keep_checkpoints > 1:
+                save_checkpoint(state, self.run_dir / f"checkpoint-{self.step:08d}.pt")
+                numbered = sorted(self.run_dir.glob("checkpoint-*.pt"))
+                for old in numbered[: -(self.settings.keep_checkpoints - 1)]:
+                    old.unlink()
+            write_jsonl(self.run_dir / "metrics.jsonl", self.history)
+        self.guard.checkpoint_step = self.step

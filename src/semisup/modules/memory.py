@@ -18,6 +18,27 @@ from semisup import distributed
 BankNormalization = Literal["code", "paper"]
 
 
+def last_writes(index: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct slots of `index` (N,) and, for each, the row of its last occurrence.
+
+    Writing rows at repeated indices in one `table[index] = rows` is undefined in PyTorch (any
+    of the rows may land, and on many threads or a GPU the winner varies between runs). Resolving
+    the repeats first, last occurrence wins, makes such a write deterministic; without repeats it
+    is the same write.
+
+    Args:
+        index: (N,) int64 slots, possibly repeated (a labeled batch larger than the labeled set).
+        rows: (N, ...) the values to write.
+
+    Returns:
+        (slots (M,) sorted and distinct, rows (M, ...)).
+    """
+    slots, inverse = torch.unique(index, return_inverse=True)
+    positions = torch.arange(len(index), device=index.device)
+    last = torch.full_like(slots, -1).scatter_reduce(0, inverse, positions, "amax")
+    return slots, rows[last]
+
+
 def momentum_update(
     old: Tensor, new: Tensor, momentum: float, normalization: BankNormalization = "paper"
 ) -> Tensor:
@@ -85,20 +106,23 @@ class LabeledMemoryBank(nn.Module):
     def update(self, index: Tensor, embeddings: Tensor, labels: Tensor, momentum: float) -> None:
         """Writes `embeddings` (N, D) and `labels` (N,) into slots `index` (N,).
 
-        With momentum m > 0, or with "code" normalisation, the slots become
+        With momentum m > 0, or with "code" normalisation, the written rows become
         `momentum_update(old, new, m, normalization)` over the whole gathered batch; otherwise
-        they are overwritten. When an index appears twice in a batch (fewer labeled examples
-        than the batch size), both copies count in the "code" normalisation and one write wins,
-        as in the original code. Under DDP every rank writes every rank's batch (gathered in
-        rank order, normalised together), so all ranks keep the same bank.
+        they are overwritten. When an index appears more than once in a batch (fewer labeled
+        examples than the batch size), every copy counts in the "code" normalisation, as in the
+        original code, and one write wins, where the code leaves it undefined which: here the
+        last occurrence (`last_writes`), so runs are reproducible. Under DDP every rank writes
+        every rank's batch (gathered in rank order, normalised together), so all ranks keep the
+        same bank.
         """
         index = distributed.all_gather_cat(index)
         labels = distributed.all_gather_cat(labels)
         new = distributed.all_gather_cat(embeddings.detach().to(self.embeddings.dtype))
         if momentum > 0 or self.normalization == "code":
             new = momentum_update(self.embeddings[index], new, momentum, self.normalization)
-        self.embeddings[index] = new
-        self.labels[index] = labels
+        slots, new = last_writes(index, new)
+        self.embeddings[slots] = new
+        self.labels[slots] = last_writes(index, labels)[1]
 
 
 class EmbeddingQueue(nn.Module):

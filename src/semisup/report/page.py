@@ -11,6 +11,7 @@ from typing import Any
 import matplotlib as mpl
 from matplotlib.figure import Figure
 
+from semisup.files import write_text
 from semisup.report.plots import PLOTS
 from semisup.report.run_data import RunData, load_run
 
@@ -111,7 +112,5 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Writes RUN_DIR/report.html (or `out`) and returns its path."""
     run = load_run(run_dir)
     path = Path(out) if out is not None else run.run_dir / "report.html"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(run), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, render(run))
     return path

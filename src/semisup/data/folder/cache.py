@@ -11,7 +11,10 @@ A cache is a directory `<slot>-<key>/` holding
 It is written into a temporary directory beside it, each image written to `images.npy` as soon
 as it is decoded (memory does not grow with the folder's size), synced to disk and then renamed
 into place, so a cache directory is always complete: an interrupted build leaves at most a
-hidden `.tmp-*` directory that is never read. Loading maps `images.npy` copy-on-write
+hidden `.tmp-*` directory that is never read. A build holds a lock on a file in its temporary
+directory (released by the kernel however the build ends); the next build into the same
+folder deletes every temporary directory whose lock is free, so a killed build's files do not
+stay on the disk. Loading maps `images.npy` copy-on-write
 (`mmap_mode="c"`): batches read their images from the page cache, nothing is copied up front,
 and writes to the tensors never reach the file.
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -32,6 +36,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -54,6 +59,8 @@ _IMAGES, _TARGETS, _META = "images.npy", "targets.npy", "meta.json"
 # older ones (format 1, one .npz file per cache, hashed 1 here too).
 _SLOT_SEED = 1
 _DIGEST_SLICE = 10_000  # values per JSON text hashed: fast, and short texts
+_TEMP_PREFIX, _TEMP_LOCK = ".tmp-", ".building"
+_UNLOCKED_TEMP_AGE = 600  # seconds after which a temporary directory without a lock is stale
 
 
 @dataclass(frozen=True)
@@ -229,10 +236,11 @@ class CacheWriter:
         temp: the empty temporary directory beside it, where the files are written.
         keep: False for a scratch cache in the system's temporary folder (no cache location
             was writable), removed on leaving the block once its images are mapped.
+        lock: the descriptor of the locked lock file in `temp` (`_lock_temp`), closed on leaving.
     """
 
-    def __init__(self, path: Path, temp: Path, keep: bool) -> None:
-        self.path, self.temp, self.keep = path, temp, keep
+    def __init__(self, path: Path, temp: Path, keep: bool, lock: int) -> None:
+        self.path, self.temp, self.keep, self.lock = path, temp, keep, lock
         self.images: ImageRows | None = None
 
     def __enter__(self) -> CacheWriter:
@@ -247,6 +255,7 @@ class CacheWriter:
         if self.images is not None:
             self.images.close()
         _remove(self.temp)
+        os.close(self.lock)
         if not self.keep:  # the mapped images outlive the deleted files (POSIX)
             _remove(self.path.parent)
 
@@ -280,7 +289,26 @@ class CacheWriter:
 
         Returns the cache's path (an identical cache that another process committed first is
         kept instead of ours).
+
+        Raises:
+            UserError: when the disk is full or the folder not writable (nothing is committed).
         """
+        try:
+            return self._commit(count, targets, counts, class_names, skipped)
+        except OSError as error:
+            raise UserError(
+                f"cannot write the image cache in {self.temp.parent} ({error.strerror or error}); "
+                "free some disk space or set cache_dir to another folder"
+            ) from error
+
+    def _commit(
+        self,
+        count: int,
+        targets: np.ndarray,
+        counts: tuple[int, int, int],
+        class_names: tuple[str, ...],
+        skipped: list[str],
+    ) -> Path:
         if self.images is None:
             raise ValueError("no images were allocated")
         self.images.finish(count)
@@ -292,8 +320,10 @@ class CacheWriter:
             "class_names": list(class_names),
             "skipped": skipped,
         }
-        text = json.dumps(meta, ensure_ascii=False).encode("utf-8")
+        # ASCII escapes keep file and class names that are not valid UTF-8 (surrogates)
+        text = json.dumps(meta).encode("ascii")
         _write_synced(self.temp / _META, lambda handle: handle.write(text))
+        (self.temp / _TEMP_LOCK).unlink()  # the lock stays held until the writer is left
         try:
             os.replace(self.temp, self.path)
         except OSError:
@@ -314,14 +344,17 @@ def start_cache(paths: list[Path]) -> Iterator[CacheWriter]:
     images are still memory-mapped rather than held in memory, but decoded again next time.
     """
     for path in paths:
-        temp = path.parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
+        temp = path.parent / f"{_TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(path.parent)
             temp.mkdir()  # 0o777 minus the umask, like any folder the user creates
+            lock = _lock_temp(temp)
         except OSError as error:
             logger.debug("cannot write a cache in %s: %s", path.parent, error)
+            _remove(temp)
             continue
-        with CacheWriter(path, temp, keep=True) as writer:
+        with CacheWriter(path, temp, keep=True, lock=lock) as writer:
             yield writer
         return
     logger.warning(
@@ -332,8 +365,42 @@ def start_cache(paths: list[Path]) -> Iterator[CacheWriter]:
     scratch = Path(tempfile.mkdtemp(prefix="semisup-folder-"))
     temp = scratch / ".tmp"
     temp.mkdir()
-    with CacheWriter(scratch / paths[0].name, temp, keep=False) as writer:
+    with CacheWriter(scratch / paths[0].name, temp, keep=False, lock=_lock_temp(temp)) as writer:
         yield writer
+
+
+def _lock_temp(temp: Path) -> int:
+    """Creates and locks the lock file of a build's temporary directory; returns its descriptor."""
+    descriptor = os.open(temp / _TEMP_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    return descriptor
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Deletes the temporary directories of builds that ended without cleaning up (killed).
+
+    A directory whose lock file can be locked has no live builder; one without a lock file is
+    a build that died before locking it (or of an earlier version) once it is old enough.
+    """
+    for temp in folder.glob(f"{_TEMP_PREFIX}*"):
+        try:
+            descriptor = os.open(temp / _TEMP_LOCK, os.O_RDWR)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                if time.time() - temp.stat().st_mtime > _UNLOCKED_TEMP_AGE:
+                    _remove(temp)
+            continue
+        except OSError:  # not a directory, or not ours to open
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a build is writing it
+            continue
+        else:
+            logger.info("deleting %s, left by an interrupted cache build", temp)
+            _remove(temp)
+        finally:
+            os.close(descriptor)
 
 
 def _reserve(descriptor: int) -> None:

@@ -91,12 +91,18 @@ def load_folder(
             logger.info("loaded %d images from cache %s", len(content.images), path)
             _warn_skipped(dataset.skipped_files, "")
             return dataset
-    with start_cache(candidates) as writer:
-        built = _decode_folder(source, layout, image_size, grayscale, writer.allocate)
-        written = writer.commit(
-            built.count, built.targets, built.counts, built.class_names, built.skipped
-        )
-        content = open_cache(written)  # maps the images before a scratch cache is deleted
+    try:
+        with start_cache(candidates) as writer:
+            built = _decode_folder(source, layout, image_size, grayscale, writer.allocate)
+            written = writer.commit(
+                built.count, built.targets, built.counts, built.class_names, built.skipped
+            )
+            content = open_cache(written)  # maps the images before a scratch cache is deleted
+    except OSError as error:  # writing an image into the cache (the files are read apart)
+        raise UserError(
+            f"cannot write the image cache ({error.strerror or error}); free some disk space "
+            "or set cache_dir to another folder"
+        ) from error
     if writer.keep:
         logger.info("cached the decoded images in %s", written)
     return _to_dataset(content, layout, source)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
+import re
 import sys
 import warnings
 import zipfile
@@ -38,6 +39,7 @@ _ORIENTATION_TAG = 0x0112
 POOL_MIN_FILES = 2000  # fewer files are decoded in this process, without a progress bar
 _CHUNK = 256
 EARLY_DECODE_MAX_SIDE = 64  # square images up to this side are decoded while probed
+_BUFFER_REPR = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 
 
 class Probe(NamedTuple):
@@ -166,7 +168,9 @@ def _run_one(job: tuple[int, str], work: Callable[[bytes], object], reader: _Rea
             warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
             return Outcome(index, work(reader.read(member)), "")
     except Exception as error:  # any decoder failure means "not a usable image"
-        return Outcome(index, None, f"{type(error).__name__}: {error}")
+        # Pillow names the in-memory buffer it read from; name the file instead
+        message = _BUFFER_REPR.sub(lambda _: repr(member), str(error))
+        return Outcome(index, None, f"{type(error).__name__}: {message}")
 
 
 def _init_worker(path: Path, is_zip: bool) -> None:

@@ -275,6 +275,11 @@ def find_layout(source: FolderSource) -> FolderLayout:
     layout.train = _split_images(source, kind, class_ids, kind)
     if layout.has_test:
         layout.test = _split_images(source, "test", class_ids, kind)
+        if not layout.test:
+            raise UserError(
+                f"{source.display('test')} holds no images; put test images into "
+                "test/<class>/, or remove the empty test/ folder to train without a test set"
+            )
     layout.has_unlabeled = "unlabeled" in top
     layout.unlabeled = [
         f.rel for f in source.files if f.rel.startswith("unlabeled/") and is_image(f.rel)
