@@ -8,7 +8,8 @@ Pieces, usable alone:
         with one-hot labels, momentum 0.999, starting uniform; UDAL-style EMA estimates).
     `DistributionAlignment`: ReMixMatch's combination of the two (or of a window and a fixed
         class prior).
-All state is in buffers; `forward` reads, `update` (no grad) writes.
+    `EMAAlignment`: USB's `DistAlignEMAHook` (SoftMatch, AdaMatch): EMAs updated before aligning.
+All state is in buffers; `forward` reads, `update` or `store` (no grad) writes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semisup import distributed
+from semisup.math import thresholds
 
 
 def align(probs: Tensor, target: Tensor, p_model: Tensor, eps: float = 1e-6) -> Tensor:
@@ -234,13 +236,13 @@ class EMAAlignment(nn.Module):
         batch_mean = distributed.all_gather_cat(probs_u.detach()).mean(dim=0)
         p_model = batch_mean
         if bool(self.started):
-            p_model = self.p_model * self.momentum + batch_mean * (1 - self.momentum)
+            p_model = thresholds.moving_average(self.p_model, batch_mean, self.momentum)
         p_target = self.p_target
         if self.learn_target:
             if probs_x is None:
                 raise ValueError("EMAAlignment(learn_target=True) needs the labeled predictions")
             labeled_mean = distributed.all_gather_cat(probs_x.detach()).mean(dim=0)
-            p_target = self.p_target * self.momentum + labeled_mean * (1 - self.momentum)
+            p_target = thresholds.moving_average(self.p_target, labeled_mean, self.momentum)
         return p_model, p_target
 
     def forward(self, probs: Tensor, p_model: Tensor, p_target: Tensor) -> Tensor:
