@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from semisup.math import pseudo
-from semisup.modules.alignment import DistributionAlignment, EMADistribution, WindowMean, align
+from semisup.modules.alignment import (
+    DistributionAlignment,
+    EMAAlignment,
+    EMADistribution,
+    WindowMean,
+    align,
+)
 
 
 def test_r1_alignment_then_sharpening():
@@ -76,3 +82,27 @@ def test_state_round_trips_through_state_dict():
     restored.load_state_dict(da.state_dict())
     probs = torch.softmax(torch.randn(6, 4), dim=1)
     assert torch.equal(restored(probs), da(probs))
+
+
+def test_ema_alignment_starts_at_the_first_batch_mean_and_stores_only_when_told():
+    da = EMAAlignment(3, momentum=0.9)
+    probs = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.3, 0.5]])
+    p_model, p_target = da.estimates(probs)
+    assert torch.allclose(p_model, torch.tensor([0.4, 0.3, 0.3]))  # no EMA at the first batch
+    assert torch.allclose(p_target, torch.full((3,), 1 / 3))
+    assert not da.started and torch.allclose(da.p_model, torch.full((3,), 1 / 3))
+    expected = align(probs, p_target, p_model, eps=1e-6)
+    assert torch.allclose(da(probs, p_model, p_target), expected)
+    da.store(p_model, p_target)
+    later, _ = da.estimates(torch.tensor([[1.0, 0.0, 0.0]]))
+    assert torch.allclose(later, torch.tensor([0.46, 0.27, 0.27]))  # 0.9·old + 0.1·new
+
+
+def test_ema_alignment_can_learn_its_target_from_the_labeled_predictions():
+    da = EMAAlignment(2, momentum=0.9, learn_target=True)
+    probs_x = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    _, p_target = da.estimates(torch.tensor([[0.5, 0.5]]), probs_x)
+    assert torch.allclose(p_target, torch.tensor([0.55, 0.45]))  # from uniform, not the batch
+    with pytest.raises(ValueError, match="labeled predictions"):
+        da.estimates(torch.tensor([[0.5, 0.5]]))
+    assert set(da.state_dict()) == {"p_model", "p_target", "started"}

@@ -1,12 +1,16 @@
 """SSL algorithms. Importing this package registers every algorithm in `ALGORITHMS`."""
 
 from semisup.algorithms import (  # noqa: F401  (registration)
+    adamatch,
     comatch,
     crest,
     darp,
     dash,
+    defixmatch,
     fixmatch,
     fixmatch_da,
+    flexmatch,
+    freematch,
     meanteacher,
     mixmatch,
     pimodel,
@@ -14,6 +18,7 @@ from semisup.algorithms import (  # noqa: F401  (registration)
     realmix,
     remixmatch,
     simmatch,
+    softmatch,
     supervised,
     uda,
     udal,

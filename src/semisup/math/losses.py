@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -67,7 +68,7 @@ def probability_mse(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 def hard_label_loss(
-    logits_u_s: Tensor, probs: Tensor, threshold: float
+    logits_u_s: Tensor, probs: Tensor, threshold: float | Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
     """FixMatch's unlabeled loss, eq. (4): masked CE of argmax(probs) on the strong-view logits.
 
@@ -76,7 +77,7 @@ def hard_label_loss(
     Args:
         logits_u_s: (μB, C) strong-view logits (any logit adjustment already added).
         probs: (μB, C) the weak-view probabilities that make the pseudo-labels, no gradient.
-        threshold: τ (≥), eq. (3).
+        threshold: τ (≥), eq. (3); or a tensor: a scalar (AdaMatch) or one per image (FlexMatch).
 
     Returns:
         (loss_u, mask (μB,), pseudo-labels (μB,)).
@@ -85,3 +86,34 @@ def hard_label_loss(
     pseudo_u = probs.argmax(dim=-1)
     loss_u = (F.cross_entropy(logits_u_s, pseudo_u, reduction="none") * mask).mean()
     return loss_u, mask, pseudo_u
+
+
+def _inverse_or_zero(values: Tensor) -> Tensor:
+    """1 / x, with 0 where x = 0 (USB's `replace_inf_to_zero(1 / x)`)."""
+    return torch.where(values > 0, 1.0 / values, torch.zeros_like(values))
+
+
+def fairness_loss(logits: Tensor, p_model: Tensor, label_hist: Tensor) -> Tensor:
+    """FreeMatch's self-adaptive fairness term −H(SumNorm(p̃/h̃), SumNorm(p̄/h̄)), a scalar.
+
+    p̃ and h̃ are the EMAs of the mean prediction and of the pseudo-label histogram (no gradient),
+    p̄ and h̄ the mean prediction and the normalised histogram of the predicted classes of
+    `logits`. The value is Σ_c t_c·log(q_c + 1e-12), the negative cross-entropy of the paper's
+    Self-adaptive Fairness and of USB `freematch.py` `entropy_loss`; minimising it
+    moves the batch's normalised mean prediction q away from the classes the running target t
+    favours. A class whose histogram entry is 0 gets weight 0 (USB's `replace_inf_to_zero`);
+    the gradient flows through p̄ only.
+
+    Args:
+        logits: (N, C) strong-view logits of the images that pass the threshold, N ≥ 1.
+        p_model: (C,) p̃.
+        label_hist: (C,) h̃.
+    """
+    probs = logits.softmax(dim=-1)
+    hist = torch.bincount(probs.argmax(dim=-1), minlength=logits.shape[-1]).to(probs.dtype)
+    hist = hist / hist.sum()
+    target = p_model * _inverse_or_zero(label_hist)
+    target = target / target.sum()
+    mean = probs.mean(dim=0) * _inverse_or_zero(hist)
+    mean = mean / mean.sum()
+    return (target * (mean + 1e-12).log()).sum()

@@ -6,12 +6,13 @@ import torch
 from torch import Tensor
 
 
-def confidence_mask(probs: Tensor, threshold: float) -> Tensor:
+def confidence_mask(probs: Tensor, threshold: float | Tensor) -> Tensor:
     """FixMatch's mask: 1.0 where the largest class probability is ≥ `threshold`, else 0.0.
 
     Args:
         probs: (N, C) probabilities.
-        threshold: τ (the comparison is greater-or-equal, as in the original code).
+        threshold: τ (the comparison is greater-or-equal, as in the original code), or a tensor
+            broadcastable to (N,): a scalar or one threshold per row.
 
     Returns:
         (N,) float mask.

@@ -8,7 +8,8 @@ Pieces, usable alone:
         with one-hot labels, momentum 0.999, starting uniform; UDAL-style EMA estimates).
     `DistributionAlignment`: ReMixMatch's combination of the two (or of a window and a fixed
         class prior).
-All state is in buffers; `forward` reads, `update` (no grad) writes.
+    `EMAAlignment`: USB's `DistAlignEMAHook` (SoftMatch, AdaMatch): EMAs updated before aligning.
+All state is in buffers; `forward` reads, `update` or `store` (no grad) writes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semisup import distributed
+from semisup.math import thresholds
 
 
 def align(probs: Tensor, target: Tensor, p_model: Tensor, eps: float = 1e-6) -> Tensor:
@@ -192,3 +194,64 @@ def align_with_queue(probs: Tensor, queue: Tensor) -> Tensor:
     p_model = filled.mean(dim=0)
     uniform = torch.full_like(p_model, 1.0 / len(p_model))
     return align(probs, uniform, p_model / p_model.sum())
+
+
+class EMAAlignment(nn.Module):
+    """USB's `DistAlignEMAHook`: q̃ = Normalize(q·(ε + p_target) / (ε + p_model)), ε = 1e-6.
+
+    p_model is an EMA (momentum m) of the unlabeled batch means, started at the first batch mean;
+    p_target is uniform, or with `learn_target` an EMA of the labeled batch means started
+    uniform (USB's `p_target_type='model'`, AdaMatch). USB updates both *before* aligning, so a
+    step aligns with estimates that already count its own batch: `estimates` returns them
+    (computed from every process's batch, nothing stored), `forward` aligns with them and
+    `store` keeps them after the optimizer step. USB
+    `semilearn/algorithms/hooks/dist_align.py`.
+
+    Args:
+        num_classes: C.
+        momentum: m (USB `ema_p`, 0.999).
+        learn_target: move p_target towards the labeled predictions (AdaMatch) instead of
+            keeping it uniform (SoftMatch).
+    """
+
+    p_model: Tensor
+    p_target: Tensor
+    started: Tensor
+
+    def __init__(self, num_classes: int, momentum: float = 0.999, learn_target: bool = False):
+        super().__init__()
+        self.momentum = momentum
+        self.learn_target = learn_target
+        self.register_buffer("p_model", torch.full((num_classes,), 1.0 / num_classes))
+        self.register_buffer("p_target", torch.full((num_classes,), 1.0 / num_classes))
+        self.register_buffer("started", torch.tensor(False))
+
+    def estimates(self, probs_u: Tensor, probs_x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(p_model, p_target) once this step's batches are counted; no state change.
+
+        Args:
+            probs_u: (N, C) un-aligned unlabeled predictions (no gradient).
+            probs_x: (B, C) labeled predictions; needed with `learn_target`.
+        """
+        batch_mean = distributed.all_gather_cat(probs_u.detach()).mean(dim=0)
+        p_model = batch_mean
+        if bool(self.started):
+            p_model = thresholds.moving_average(self.p_model, batch_mean, self.momentum)
+        p_target = self.p_target
+        if self.learn_target:
+            if probs_x is None:
+                raise ValueError("EMAAlignment(learn_target=True) needs the labeled predictions")
+            labeled_mean = distributed.all_gather_cat(probs_x.detach()).mean(dim=0)
+            p_target = thresholds.moving_average(self.p_target, labeled_mean, self.momentum)
+        return p_model, p_target
+
+    def forward(self, probs: Tensor, p_model: Tensor, p_target: Tensor) -> Tensor:
+        """(N, C) predictions aligned with the given estimates (from `estimates`)."""
+        return align(probs, p_target, p_model, eps=1e-6)
+
+    @torch.no_grad()
+    def store(self, p_model: Tensor, p_target: Tensor) -> None:
+        """Keeps the estimates of a finished step."""
+        self.p_model.copy_(p_model)
+        self.p_target.copy_(p_target)
+        self.started.fill_(True)
