@@ -114,6 +114,7 @@ KWARG_RANGES: dict[str, Range] = {
     "teacher_momentum": DECAY,
     "p_model_momentum": DECAY,
     "prior_momentum": DECAY,  # CReST: EMA of the labeled one-hot labels
+    "momentum": DECAY,  # FreeMatch / SoftMatch / AdaMatch: EMA of confidences and classes
     # loss weights
     "lambda_u": NONNEGATIVE,
     "lambda_u1": NONNEGATIVE,
@@ -122,6 +123,7 @@ KWARG_RANGES: dict[str, Range] = {
     "lambda_rot": NONNEGATIVE,
     "entropy_weight": NONNEGATIVE,
     "lambda_entropy": NONNEGATIVE,  # UDA's entropy minimisation
+    "lambda_f": NONNEGATIVE,  # FreeMatch's fairness term
     # temperatures, rates, scales
     "temperature": POSITIVE,
     "da_temperature": POSITIVE,
@@ -129,6 +131,7 @@ KWARG_RANGES: dict[str, Range] = {
     "k": POSITIVE,  # MixMatch-style view counts (int), FixMatch-DA/UDAL schedule rates
     "schedule_k": POSITIVE,
     "eps": POSITIVE,
+    "n_sigma": POSITIVE,  # SoftMatch: width of the truncated Gaussian in standard deviations
     "xi": POSITIVE,
     "c": Range(1, low_open=True),  # Dash: C > 1
     "gamma": Range(1, low_open=True),  # Dash: γ > 1
