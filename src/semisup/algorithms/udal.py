@@ -65,7 +65,7 @@ def p_model_estimate(
 
 @ALGORITHMS.register("udal")
 class UDAL(PriorTracking, Algorithm):
-    """UDAL (Lazarow, Xu & Tu, WACV 2023) on FixMatch: L_UDAL of §3.1, α_t of eq. (10).
+    """UDAL (Lazarow, Sohn, Lee, Li, Zhang & Pfister, WACV 2023) on FixMatch: §3.1, eq. (10).
 
     L_s = CE(y, f(x) + log(p_data / π_t)); L_u = Σ 1[max q ≥ τ] CE(ŷ, f(u_s) + log(p̂ / π_t)) / μB
     with q = softmax(f(u_w)) un-adjusted, ŷ = argmax q (the pseudo-labels are not aligned).
@@ -142,7 +142,7 @@ class UDAL(PriorTracking, Algorithm):
 
 @ALGORITHMS.register("udal_mixmatch")
 class UDALMixMatch(PriorTracking, MixMatch):
-    """UDAL (Lazarow, Xu & Tu, WACV 2023) on MixMatch (§3.1): the same logit shifts.
+    """UDAL (Lazarow, Sohn, Lee, Li, Zhang & Pfister, WACV 2023) on MixMatch: the same shifts.
 
     The first B mixed items (the labeled part, L_X) get log(p_data / π_t), the K·B mixed
     unlabeled items (the squared error L_U on softmax of the shifted logits) get log(p̂ / π_t);
