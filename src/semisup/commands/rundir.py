@@ -28,6 +28,7 @@ FLAG_KEYS = {
     "time": "train.time_budget",
     "seed": "train.seed",
     "device": "train.device",
+    "init_from": "model.pretrained",
 }
 # Keys that may change when a run is resumed; anything else would silently alter the run.
 RESUMABLE_KEYS = {"train.steps", "train.device", "train.progress", "train.eval_batch_size"}

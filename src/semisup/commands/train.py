@@ -76,8 +76,9 @@ def _train(args: argparse.Namespace, ddp_device: Any, started: float) -> int:
         if plan is not None:
             deadline = plan.deadline
             log.info("plan: %s", "; ".join(plan.notes))
-    trainer = build_run(cfg, data, run_dir)
-    if args.resume and (run_dir / "checkpoint.pt").exists():
+    resuming = args.resume and (run_dir / "checkpoint.pt").exists()
+    trainer = build_run(cfg, data, run_dir, pretrained=not resuming)
+    if resuming:
         resume_trainer(trainer, run_dir, write=main)
     elif args.resume:
         log.info("no checkpoint in %s yet: starting its run from step 0", run_dir)

@@ -27,6 +27,7 @@ from semisup.engine.progress import Progress
 from semisup.engine.runtime import Runtime
 from semisup.engine.tensorboard import MetricLogger
 from semisup.errors import UserError
+from semisup.models.inputs import input_normalization
 from semisup.modules.ema import ModelEMA
 
 log = logging.getLogger("semisup")
@@ -87,7 +88,7 @@ class Trainer:
             self.algorithm, self.device, self.algorithm.ddp_find_unused_parameters
         )
         self.ema = ModelEMA(self.algorithm.model, train.ema_decay, train.ema_warmup)
-        self.optimizer = build_optimizer(self.algorithm, optim)
+        self.optimizer = build_optimizer(self.algorithm, optim, self.algorithm.model)
         use_scaler = runtime.autocast_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.batches = BatchSource(
@@ -100,6 +101,7 @@ class Trainer:
             train.seed,
             self.rank,
             self.world_size,
+            input_normalization(self.algorithm.model),
         )
         self.step = 0
         self.history: list[dict[str, Any]] = []
@@ -116,7 +118,7 @@ class Trainer:
         batch = self.batches.make_batch(raw, self.algorithm.views)
         lr = learning_rate(self.optim_settings, self.step, self.settings.steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
 
         self.algorithm.train()
         with self.runtime.autocast():
