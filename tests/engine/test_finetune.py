@@ -10,7 +10,13 @@ import torch
 from semisup.algorithms import TaskInfo
 from semisup.algorithms.simmatch import SimMatch
 from semisup.config import OptimConfig, build_config
-from semisup.engine.optim import build_optimizer, decay_kernels, learning_rate, parameter_groups
+from semisup.engine.optim import (
+    build_optimizer,
+    decay_kernels,
+    learning_rate,
+    load_optimizer_state,
+    parameter_groups,
+)
 from semisup.errors import UserError
 from semisup.experiment import build_trainer
 from semisup.models import build_model
@@ -136,3 +142,17 @@ def test_a_frozen_backbone_trains_only_the_classifier() -> None:
     assert all(k.startswith("fc.") or "running" in k or "num_batches" in k for k in trained)
     optimized = [p for g in trainer.optimizer.param_groups for p in g["params"]]
     assert {id(p) for p in optimized} == {id(model.fc.weight), id(model.fc.bias)}
+
+
+def test_optimizer_states_saved_before_layer_scales_still_load() -> None:
+    model = build_model("cnn", num_classes=2, in_channels=1)
+    s = settings(name="sgd")
+    old = build_optimizer(model, s, model).state_dict()
+    for group in old["param_groups"]:
+        del group["lr_scale"], group["decays"]
+    optimizer = build_optimizer(model, s, model)
+    load_optimizer_state(optimizer, old)
+    assert [(g["lr_scale"], g["decays"]) for g in optimizer.param_groups] == [
+        (1.0, True),
+        (1.0, False),
+    ]
