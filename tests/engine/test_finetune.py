@@ -14,7 +14,7 @@ from semisup.engine.optim import (
     build_optimizer,
     decay_kernels,
     learning_rate,
-    load_optimizer_state,
+    load_optimizer,
     parameter_groups,
 )
 from semisup.errors import UserError
@@ -151,7 +151,7 @@ def test_optimizer_states_saved_before_layer_scales_still_load() -> None:
     for group in old["param_groups"]:
         del group["lr_scale"], group["decays"]
     optimizer = build_optimizer(model, s, model)
-    load_optimizer_state(optimizer, old)
+    load_optimizer(optimizer, old)
     assert [(g["lr_scale"], g["decays"]) for g in optimizer.param_groups] == [
         (1.0, True),
         (1.0, False),

@@ -50,7 +50,7 @@ def parameter_groups(
         if not p.requires_grad:
             continue
         name = names.get(id(p))
-        decays = (p.ndim > 1 or s.decay_all_parameters) and name not in undecayed
+        decays = (p.ndim > 1 or bool(s.decay_all_parameters)) and name not in undecayed
         depth = depth_of.get(name, deepest) if name is not None else deepest
         group = groups.setdefault(
             (depth, not decays, p.ndim <= 1),
@@ -96,7 +96,7 @@ def build_optimizer(
     raise UserError(f"unknown optimizer '{s.name}'. Valid optimizers: adam, adamw, sgd")
 
 
-def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+def load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
     """Loads a saved optimizer state into `optimizer`.
 
     Groups saved without `lr_scale` / `decays` (checkpoints written before layer-wise decay

@@ -22,12 +22,7 @@ from semisup.engine.budget import RunClock, parse_duration
 from semisup.engine.callbacks import Callback
 from semisup.engine.checkpoint import restore_rng, rng_state, save_checkpoint
 from semisup.engine.meter import ScalarMeter
-from semisup.engine.optim import (
-    build_optimizer,
-    decay_kernels,
-    learning_rate,
-    load_optimizer_state,
-)
+from semisup.engine.optim import build_optimizer, decay_kernels, learning_rate, load_optimizer
 from semisup.engine.progress import Progress
 from semisup.engine.runtime import Runtime
 from semisup.engine.tensorboard import MetricLogger
@@ -269,7 +264,7 @@ class Trainer:
         self.step = int(state["step"])
         self.algorithm.load_state_dict(state["algorithm"])
         self.ema.load_state_dict(state["ema"])
-        load_optimizer_state(self.optimizer, state["optimizer"])
+        load_optimizer(self.optimizer, state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.batches.load_state_dict(state["samplers"])
         for callback in self.callbacks:
