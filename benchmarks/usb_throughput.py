@@ -7,7 +7,9 @@ the per-step hooks. Both use WRN-28-2, labeled batch 64, each algorithm's μ (Fi
 ReMixMatch 1), RandAugment as the strong augmentation (USB's only one; semisup's
 `augment.strong=randaugment`), ReMixMatch with K=2 strong views (USB's version), the same
 random 32x32 images (CIFAR-sized; image content does not change the cost), and
-torch.set_num_threads(--threads) in the training process.
+torch.set_num_threads(--threads) in the training process. semisup's worker starts as the
+`semisup` command does (`import semisup` before torch: OpenMP's passive wait; glibc's allocator
+tuned); USB's runs with the process defaults.
 
 On a CPU (`--device cpu`, the default; `--device cuda` runs both on one GPU, not yet tried),
 USB needs patches, applied at run time by its worker without touching USB's files:
@@ -192,6 +194,11 @@ def usb_worker(algorithm: str, warmup: int, steps: int, device: str) -> list[flo
 
 
 def worker(impl: str, algorithm: str, warmup: int, steps: int, threads: int, device: str) -> None:
+    if impl == "semisup":  # as the `semisup` command starts: before torch loads
+        import semisup  # noqa: F401  (OpenMP's passive wait)
+        from semisup.commands.process import tune_allocator
+
+        tune_allocator()
     import torch
 
     torch.set_num_threads(threads)

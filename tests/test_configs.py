@@ -11,7 +11,7 @@ from semisup.data import DATASETS
 from semisup.data.protocols import LongTail, build_protocol
 from semisup.engine.optim import build_optimizer, learning_rate
 from semisup.experiment import resolve_augment, resolve_optim
-from semisup.models import MODELS, build_model
+from semisup.models import MODELS, build_model, resolve_model_section
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FILES = sorted(CONFIGS.glob("*.yaml"))
@@ -22,9 +22,7 @@ def _resolved(path):
     cfg = build_config(path)
     algorithm_cls = ALGORITHMS.get(cfg.algorithm["name"])
     cfg.algorithm = resolve_kwargs(algorithm_cls, cfg.algorithm, "algorithm", ("model", "info"))
-    cfg.model = resolve_kwargs(
-        MODELS.get(cfg.model["name"]), cfg.model, "model", ("num_classes", "in_channels")
-    )
+    cfg.model = resolve_model_section(cfg.model)
     optim = resolve_optim(cfg, algorithm_cls)
     resolve_augment(cfg, algorithm_cls, hflip=True)
     return cfg, algorithm_cls, optim
@@ -46,7 +44,7 @@ def test_config_file_loads_and_resolves(path):
     raw = yaml.safe_load(path.read_text())
     assert "name" in raw.get("algorithm", {}), "name the algorithm: the default is FixMatch"
     assert "name" in raw.get("data", {}), "name the data set: the default is digits"
-    assert raw["model"]["name"] in MODELS.names(), "name a registered model"
+    assert raw["model"]["name"] in MODELS, "name a registered model (or timm:<architecture>)"
     cfg, algorithm_cls, optim = _resolved(path)
     assert cfg.data.name in DATASETS.names()
     assert cfg.data.num_labels is None or cfg.data.num_labels > 0

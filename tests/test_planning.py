@@ -15,6 +15,7 @@ from semisup.commands.rundir import flag_overrides
 from semisup.commands.train import baseline_command
 from semisup.config import build_config
 from semisup.experiment import build_run, build_trainer, prepare_data
+from semisup.models import build_model
 
 QUIET = {"train.progress": False, "train.tensorboard": False}
 
@@ -162,3 +163,16 @@ def test_command_process_settings():
     code = "import os, semisup; print(os.environ['OMP_WAIT_POLICY'])"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.stdout.strip() == "PASSIVE"
+
+
+def test_pretrained_weights_keep_the_model_and_probe_it_with_its_options(monkeypatch, tmp_path):
+    # The weights fix the architecture: no model is chosen by speed (choose_model would fail
+    # here); the precision probe builds the model from its section ("pretrained" is no option).
+    monkeypatch.setattr(planning, "choose_model", lambda *args: pytest.fail("model chosen"))
+    monkeypatch.setattr(planning, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(planning, "time_forward_backward", lambda *args, **kwargs: 1.0)
+    weights = tmp_path / "w.pth"
+    torch.save(build_model("cnn", num_classes=10, in_channels=1).state_dict(), weights)
+    cfg, _, _ = _plan({"train.time_budget": "60s", "model.pretrained": str(weights)})
+    assert cfg.model == {"name": "auto", "pretrained": str(weights)}  # by image size: the CNN
+    assert cfg.train.precision == "fp32"  # bf16 measured no faster

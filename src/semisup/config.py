@@ -89,7 +89,7 @@ class TrainConfig:
 class OptimConfig:
     """The `optim.*` section; None means the algorithm's original setting."""
 
-    name: Literal["sgd", "adam"] | None = None
+    name: Literal["sgd", "adam", "adamw"] | None = None  # adamw: decay inside the step (USB)
     lr: float | None = None
     momentum: float | None = None  # SGD only
     nesterov: bool | None = None  # SGD only
@@ -101,6 +101,10 @@ class OptimConfig:
     cosine_factor: float | None = None  # 7/16: FixMatch; 1/16: CReST's "halfcos" (level 1)
     warmup_epochs: int | None = None  # warmup_cosine: epochs of linear warm-up (SimMatch: 5)
     schedule_epochs: int | None = None  # warmup_cosine: epochs in the run (SimMatch: 400)
+    # Fine-tuning a pretrained network (USB-CV's recipe):
+    warmup_steps: int = 0  # linear warm-up from 0 over these steps, then the schedule
+    layer_decay: float = 1.0  # layer-wise lr decay: depth d of D gets lr·layer_decay^(D − d)
+    freeze_backbone: bool = False  # train only the classifier (and the algorithm's own heads)
 
 
 @dataclass
@@ -347,7 +351,11 @@ def config_from_dict(nested: dict[str, Any]) -> Config:
 
 
 def resolve_kwargs(
-    factory: Callable[..., Any], given: dict[str, Any], section: str, skip: tuple[str, ...]
+    factory: Callable[..., Any],
+    given: dict[str, Any],
+    section: str,
+    skip: tuple[str, ...],
+    common: dict[str, tuple[Any, Any]] | None = None,
 ) -> dict[str, Any]:
     """Validates `section.*` keys against `factory`'s signature and fills in its defaults.
 
@@ -356,6 +364,9 @@ def resolve_kwargs(
         given: the section's keys, including "name".
         section: "algorithm" or "model", for messages.
         skip: parameters supplied by the library, not by users (e.g. "model", "info").
+        common: keys every member of the section takes besides its factory's parameters
+            (`model.pretrained`): name → (type hint, default). They are resolved too, but are
+            not arguments of the factory.
 
     Returns:
         {"name": ..., every user-settable parameter: its value}, type-checked.
@@ -367,10 +378,14 @@ def resolve_kwargs(
         for n, p in inspect.signature(target).parameters.items()
         if n not in skip and n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     }
+    common = common or {}
     name = given["name"]
-    unknown = sorted(set(given) - set(params) - {"name"})
+    unknown = sorted(set(given) - set(params) - set(common) - {"name"})
     if unknown:
-        valid = ", ".join(f"{section}.{n} (default {p.default!r})" for n, p in params.items())
+        valid = ", ".join(
+            [f"{section}.{n} (default {p.default!r})" for n, p in params.items()]
+            + [f"{section}.{n} (default {default!r})" for n, (_, default) in common.items()]
+        )
         raise UserError(
             f"unknown key {section}.{unknown[0]} for {section} '{name}'. "
             f"Valid keys: {valid or 'none'}"
@@ -384,4 +399,6 @@ def resolve_kwargs(
             resolved[n] = p.default
         else:
             raise UserError(f"{section}.{n} is required for {section} '{name}'")
+    for n, (hint, default) in common.items():
+        resolved[n] = coerce(given.get(n, default), hint, f"{section}.{n}")
     return resolved

@@ -3,16 +3,22 @@
 `prepare_data(cfg)` builds the split (`semisup.data.build.build_data`) and records its resolved
 seed and size in `cfg`; `build_run(cfg, data, run_dir)` builds everything else on any split
 (CReST passes a split extended with its picks); `build_trainer` does both.
+
+A run that starts from another run (`model.pretrained=RUN_DIR`, `--init-from`) takes that run's
+model (unless `model.name` is set) and image size (unless `data.image_size` is set); a timm model
+takes its pretrained input size for folder data.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from semisup.algorithms import ALGORITHMS, Algorithm, TaskInfo
@@ -25,15 +31,33 @@ from semisup.augment import (
     full_cutout,
 )
 from semisup.augment.simclr import SimCLRAugment
-from semisup.config import Config, OptimConfig, fill_paper_defaults, resolve_kwargs
-from semisup.data.build import build_data
+from semisup.config import (
+    Config,
+    OptimConfig,
+    config_from_dict,
+    fill_paper_defaults,
+    resolve_kwargs,
+)
+from semisup.data.build import accepts_option, build_data
 from semisup.data.ssl import SSLData
 from semisup.engine.callbacks import Callback, CTAFeedback
+from semisup.engine.optim import freeze_backbone
 from semisup.engine.runtime import resolve_device, resolve_runtime
 from semisup.engine.tensorboard import build_loggers
 from semisup.engine.trainer import Trainer
 from semisup.errors import UserError
-from semisup.models import MODELS, build_model, default_model_name, describe_custom_model
+from semisup.inference import run_class_names_and_shape
+from semisup.models import (
+    build_model_from_section,
+    default_model_name,
+    describe_custom_model,
+    resolve_model_section,
+)
+from semisup.models.inputs import input_normalization
+from semisup.models.registry import preferred_image_size
+from semisup.pretrained import load_pretrained, run_directory
+
+log = logging.getLogger("semisup")
 
 
 def seed_everything(seed: int) -> None:
@@ -100,22 +124,58 @@ def build_views(cfg: Config, view_kinds: set[str]) -> tuple[ViewMaker, tuple[Cal
 
 
 def prepare_data(cfg: Config) -> SSLData:
-    """The split `cfg.data` describes; its seed and labeled-set size are written into `cfg`."""
+    """The split `cfg.data` describes; its seed, image size and labeled-set size go into `cfg`.
+
+    The model of a source run and the image size a model expects are settled first (see the
+    module docstring), as the folder images are resized to that size.
+    """
+    inherit_source_run(cfg)
+    size = preferred_image_size(cfg.model)
+    if size is not None and cfg.data.image_size is None and _sizes_images(cfg):
+        log.info(
+            "data.image_size=%d: the input size of %s (set data.image_size to choose another)",
+            size,
+            cfg.model["name"],
+        )
+        cfg.data.image_size = size
     cfg.data.split_seed = cfg.split_seed
     data = build_data(cfg.data, cfg.split_seed)
     cfg.data.num_labels = len(data.labeled_idx)
     return data
 
 
-def build_configured_model(cfg: Config, data: SSLData) -> nn.Module:
-    """The registered model `cfg.model` names ("auto": by image size), its keys resolved."""
+def build_configured_model(cfg: Config, data: SSLData, pretrained: bool) -> nn.Module:
+    """The registered model `cfg.model` names ("auto": by image size), its keys resolved.
+
+    With `pretrained`, `model.pretrained` is loaded into it.
+    """
     in_channels, size = data.images.shape[1], data.images.shape[2]
     if cfg.model.get("name", "auto") == "auto":
         cfg.model["name"] = default_model_name(size)
-    model_factory = MODELS.get(cfg.model["name"])
-    cfg.model = resolve_kwargs(model_factory, cfg.model, "model", ("num_classes", "in_channels"))
-    model_kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
-    return build_model(cfg.model["name"], data.num_classes, in_channels, **model_kwargs)
+    cfg.model = resolve_model_section(cfg.model)
+    model = build_model_from_section(cfg.model, data.num_classes, in_channels)
+    if pretrained and cfg.model["pretrained"]:
+        load_pretrained(model, cfg.model["pretrained"], tuple(data.class_names))
+    record_input_normalization(cfg, model)
+    return model
+
+
+def inherit_source_run(cfg: Config) -> None:
+    """With `model.pretrained=RUN_DIR`: that run's model and image size where `cfg` sets none."""
+    source = run_directory(cfg.model.get("pretrained"))
+    if source is None:
+        return
+    source_cfg = config_from_dict(yaml.safe_load((source / "config.yaml").read_text()))
+    if cfg.model.get("name", "auto") == "auto":
+        inherited = {k: v for k, v in source_cfg.model.items() if k != "pretrained"}
+        cfg.model = {**inherited, **{k: v for k, v in cfg.model.items() if k != "name"}}
+    if cfg.data.image_size is None and _sizes_images(cfg):
+        _, shape = run_class_names_and_shape(source, source_cfg)
+        cfg.data.image_size = int(shape[-1])
+
+
+def _sizes_images(cfg: Config) -> bool:
+    return accepts_option(cfg.data.name, "image_size")
 
 
 def build_run(
@@ -124,6 +184,7 @@ def build_run(
     run_dir: Path | None,
     labeled_class_counts: tuple[int, ...] | None = None,
     model: nn.Module | None = None,
+    pretrained: bool = True,
 ) -> Trainer:
     """Builds the model, algorithm, views and trainer of `cfg` on the split `data`.
 
@@ -138,6 +199,8 @@ def build_run(
             None: those of `data` (CReST keeps the original split's while picks extend it).
         model: a network to train instead of the registered one `cfg.model` names (the Python
             API's custom modules); `cfg.model` then records its class (`describe_custom_model`).
+        pretrained: load `model.pretrained` (False when a checkpoint will replace the weights:
+            resuming, evaluating).
     """
     counts = labeled_class_counts or data.labeled_class_counts()
     fill_paper_defaults(cfg.train)  # what `semisup.planning` left open
@@ -150,7 +213,7 @@ def build_run(
     seed_everything(cfg.train.seed)
 
     if model is None:
-        model = build_configured_model(cfg, data)
+        model = build_configured_model(cfg, data, pretrained)
     else:
         cfg.model = describe_custom_model(model)
 
@@ -164,6 +227,8 @@ def build_run(
     algorithm_kwargs = {k: v for k, v in cfg.algorithm.items() if k != "name"}
     algorithm = algorithm_cls(model, info, **algorithm_kwargs)
     optim = resolve_optim(cfg, algorithm_cls)
+    if optim.freeze_backbone:
+        freeze_backbone(model)
 
     resolve_augment(cfg, algorithm_cls, data.hflip)
     views, callbacks = build_views(cfg, set(algorithm.views.values()))
@@ -182,6 +247,14 @@ def build_run(
     )
 
 
-def build_trainer(cfg: Config, run_dir: Path | None) -> Trainer:
+def record_input_normalization(cfg: Config, model: torch.nn.Module) -> None:
+    """Writes a timm model's input mean and std into `cfg.model` (for config.yaml and `load`)."""
+    normalization = input_normalization(model)
+    if normalization is not None and "input_mean" in cfg.model:
+        cfg.model["input_mean"] = list(normalization.mean)
+        cfg.model["input_std"] = list(normalization.std)
+
+
+def build_trainer(cfg: Config, run_dir: Path | None, pretrained: bool = True) -> Trainer:
     """`build_run` on the split of `cfg.data`."""
-    return build_run(cfg, prepare_data(cfg), run_dir)
+    return build_run(cfg, prepare_data(cfg), run_dir, pretrained=pretrained)

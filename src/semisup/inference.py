@@ -5,7 +5,8 @@ EMA weights (the model every evaluation of the run reports). Images are prepared
 the run's training data of a folder data set: `data.folder.decode` applies EXIF rotation,
 composites transparency on white, converts to grey or RGB to match the model's input channels,
 and resizes the centred square to the run's image side with Pillow's BICUBIC filter; the network
-then sees `x · 2/255 − 1` (`models.inputs.to_model_input`), as in training.
+then sees `x · 2/255 − 1`, or its own input normalisation (a timm model's mean and std;
+`models.inputs.to_model_input`), as in training.
 
 The class names and image shape come from the run's summary.json (written when training ends);
 for an unfinished run they are read from its data set instead.
@@ -31,7 +32,7 @@ from semisup.data.folder.decode import _decode_opened, decode_image
 from semisup.engine.checkpoint import load_checkpoint
 from semisup.engine.metrics import predict_logits
 from semisup.errors import UserError
-from semisup.models import CUSTOM_MODEL, build_model
+from semisup.models import CUSTOM_MODEL, build_model_from_section
 
 log = logging.getLogger("semisup")
 
@@ -67,7 +68,7 @@ class TrainedModel:
 
     Attributes:
         model: the network in eval mode on `device`; it takes `to_model_input` of uint8 images
-            and returns logits. `predict` does all of it.
+            (with its `input_normalization`) and returns logits. `predict` does all of it.
         class_names: one name per class index.
         image_shape: (C, S, S) of the images the network was trained on.
         device: where `model` runs.
@@ -167,7 +168,7 @@ def load(
         )
     state = load_checkpoint(checkpoint)
     cfg = config_from_dict(state["config"])
-    class_names, image_shape = _class_names_and_shape(run_dir, cfg)
+    class_names, image_shape = run_class_names_and_shape(run_dir, cfg)
     if model is None:
         model = _build_configured(cfg.model, run_dir, len(class_names), image_shape[0])
         described = f"the {cfg.model['name']} model of its config"
@@ -195,12 +196,14 @@ def _build_configured(
             f"{run_dir} trained a custom module ({cls}) that its config cannot rebuild: load it "
             f"from Python with {example}"
         )
-    kwargs = {k: v for k, v in section.items() if k != "name"}
-    return build_model(section["name"], num_classes, in_channels, **kwargs)
+    return build_model_from_section(section, num_classes, in_channels)
 
 
-def _class_names_and_shape(run_dir: Path, cfg: Config) -> tuple[list[str], list[int]]:
-    """From summary.json, else (an unfinished run) from the run's data set and split."""
+def run_class_names_and_shape(run_dir: Path, cfg: Config) -> tuple[list[str], list[int]]:
+    """A run's class names and image shape (C, H, W).
+
+    From summary.json, else (an unfinished run) from the run's data set and split.
+    """
     try:
         summary = json.loads((run_dir / "summary.json").read_text())
     except (OSError, ValueError):

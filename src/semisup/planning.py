@@ -40,7 +40,7 @@ from semisup.engine.metrics import predict_logits
 from semisup.engine.runtime import Runtime, cpu_has_native_bf16, resolve_device, resolve_runtime
 from semisup.engine.trainer import Trainer
 from semisup.experiment import build_run
-from semisup.models import MODELS, build_model, default_model_name
+from semisup.models import MODELS, build_model, build_model_from_section, default_model_name
 
 log = logging.getLogger("semisup")
 
@@ -98,7 +98,7 @@ def plan_run(cfg: Config, data: SSLData, started: float) -> Plan:
     if practical and t.batch_size is None:
         t.batch_size = PRACTICAL_BATCH.get(device.type, 64)
         notes.append(f"labeled batch {t.batch_size} ({device.type})")
-    if practical and cfg.model.get("name", "auto") == "auto":
+    if practical and cfg.model.get("name", "auto") == "auto" and not cfg.model.get("pretrained"):
         notes.append(choose_model(cfg, data, device, budget or _default_budget(device), started))
     if t.precision == "auto":
         notes.append(choose_precision(cfg, data, device))
@@ -191,8 +191,9 @@ def choose_precision(cfg: Config, data: SSLData, device: torch.device) -> str:
         return "precision fp32 (this CPU has no native bf16)"
     name = cfg.model.get("name", "auto")
     name = default_model_name(data.images.shape[2]) if name == "auto" else name
-    options = {k: v for k, v in cfg.model.items() if k != "name"}
-    model = build_model(name, data.num_classes, data.images.shape[1], **options)
+    model = build_model_from_section(
+        {**cfg.model, "name": name}, data.num_classes, data.images.shape[1]
+    )
     images = torch.randn(min(images_per_step(cfg, data), 256), *data.images.shape[1:])
     timed = {}
     for precision in ("fp32", "bf16"):

@@ -90,6 +90,8 @@ FIELD_RANGES: dict[str, Range] = {
     "optim.cosine_factor": Range(0, 0.5),  # lr · cos(f·π·t/T) stays >= 0 for f <= 1/2
     "optim.warmup_epochs": NONNEGATIVE,
     "optim.schedule_epochs": COUNT,
+    "optim.warmup_steps": NONNEGATIVE,  # USB's linear warm-up from 0
+    "optim.layer_decay": Range(0, 1, low_open=True),  # lr · decay^(depth from the top)
     "augment.cta_threshold": UNIT,
     "augment.cta_decay": DECAY,
     "augment.cta_depth": COUNT,

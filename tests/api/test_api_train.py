@@ -146,7 +146,7 @@ def test_a_model_registered_from_python_is_built_by_name_and_reloads(tmp_path, m
         verbose=False,
     )
     config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert config["model"] == {"name": "test_tiny_net", "hidden": 5}
+    assert config["model"] == {"name": "test_tiny_net", "hidden": 5, "pretrained": None}
     loaded = semisup.load(tmp_path / "run")
     assert isinstance(loaded.model, TinyNet) and loaded.model.layers[1].out_features == 5
 

@@ -52,7 +52,10 @@ FIXED_SECTIONS = [
     (["--set", "optim.weight_decay=1"], "optim.weight_decay must be in [0, 1), got 1.0"),
     (["--set", "optim.cosine_factor=-0.1"], "optim.cosine_factor must be in [0, 0.5], got -0.1"),
     (["--set", "optim.cosine_factor=0.75"], "optim.cosine_factor must be in [0, 0.5], got 0.75"),
-    (["--set", "optim.name=rmsprop"], "optim.name must be one of sgd, adam or null, got 'rmsprop'"),
+    (
+        ["--set", "optim.name=rmsprop"],
+        "optim.name must be one of sgd, adam, adamw or null, got 'rmsprop'",
+    ),
     (
         ["--set", "optim.schedule=linear"],
         "optim.schedule must be one of cosine, constant, warmup_cosine or null",

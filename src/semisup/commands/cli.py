@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument(
+        "--init-from",
+        metavar="RUN_DIR",
+        help="start from the EMA weights of an earlier run (its model and image size unless set; "
+        "a new classifier when the classes differ); same as --set model.pretrained=RUN_DIR",
+    )
+    train.add_argument(
         "--no-report", action="store_true", help="skip writing report.html after training"
     )
 
@@ -84,7 +90,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir)
     cfg = resume_config(run_dir, {"train.device": args.device, "train.progress": False})
-    trainer = build_trainer(cfg, None)
+    trainer = build_trainer(cfg, None, pretrained=False)
     state = load_checkpoint(run_dir / "checkpoint.pt", trainer.device)
     check_checkpoint_fits(state, trainer, run_dir / "checkpoint.pt")
     trainer.ema.load_state_dict(state["ema"])
@@ -119,6 +125,7 @@ def command_list(args: argparse.Namespace) -> int:
         print(f"{title}:")
         for name in registry.names():
             print(f"  {name:<16} {first_line(registry.get(name))}")
+    print(f"  {'timm:<name>':<16} any timm architecture, e.g. timm:resnet18 (pip install timm)")
     return 0
 
 

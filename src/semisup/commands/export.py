@@ -2,7 +2,8 @@
 
 Both formats take what `TrainedModel.preprocess` (and so `semisup predict`) gives the network:
 uint8 images (N, C, S, S) with values 0..255, the run's channel count and image side, any batch
-size N. The graph scales them to [−1, 1] itself (`to_model_input`, as in training) and returns
+size N. The graph scales them itself as in training (`to_model_input`: to [−1, 1], or with the
+model's own mean and std for a timm model) and returns
 two outputs: `logits` (N, K) and `probabilities` (N, K), their softmax, which is what
 `semisup predict` reports. The class names and the input shape travel in the file: ONNX
 `metadata_props` "class_names" and "image_shape" (JSON), and "semisup.json" among the extra files
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 from semisup.errors import UserError
 from semisup.files import atomic_path
 from semisup.inference import TrainedModel, load
-from semisup.models.inputs import to_model_input
+from semisup.models.inputs import input_normalization, to_model_input
 
 log = logging.getLogger("semisup")
 
@@ -46,15 +47,17 @@ class WithInputStep(nn.Module):
     """A classifier that takes uint8 images and returns (logits, probabilities).
 
     Args:
-        model: the network, which takes `to_model_input` of the images.
+        model: the network, which takes `to_model_input` of the images (with its
+            `input_normalization`).
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.normalization = input_normalization(model)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        logits = self.model(to_model_input(images))
+        logits = self.model(to_model_input(images, normalization=self.normalization))
         return logits, logits.softmax(dim=1)
 
 

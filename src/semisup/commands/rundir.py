@@ -41,6 +41,7 @@ FLAG_KEYS = {
     "time": "train.time_budget",
     "seed": "train.seed",
     "device": "train.device",
+    "init_from": "model.pretrained",
 }
 # Keys that may change when a run is resumed; anything else would silently alter the run. The
 # learning rate, clipping and the non-finite policy are the remedies for a diverged run.

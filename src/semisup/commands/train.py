@@ -79,7 +79,8 @@ def _train(
         if plan is not None:
             deadline = plan.deadline
             log.info("plan: %s", "; ".join(plan.notes))
-    trainer = build_run(cfg, data, run_dir)
+    resuming = args.resume and (run_dir / "checkpoint.pt").exists()
+    trainer = build_run(cfg, data, run_dir, pretrained=not resuming)
     start_trainer(trainer, run_dir, args.resume, write=main)
     if args.resume and cfg.train.time_budget is not None and main:
         deadline = started + parse_duration(cfg.train.time_budget) - trainer.wall_seconds

@@ -20,6 +20,11 @@ from semisup.errors import UserError
 SHAPING_OPTIONS = ("image_size", "mirror")
 
 
+def accepts_option(name: str, option: str) -> bool:
+    """Whether the loader of data set `name` takes the shaping option (e.g. "image_size")."""
+    return option in inspect.signature(DATASETS.get(name)).parameters
+
+
 def load_dataset(data: DataConfig) -> ImageDataset:
     """Calls the registered loader of `data.name` with the options it accepts.
 

@@ -15,7 +15,7 @@ from semisup.data.copies import UnlabeledCopies
 from semisup.data.sampler import EpochSampler
 from semisup.data.ssl import SSLData
 from semisup.engine.runtime import Runtime
-from semisup.models.inputs import to_model_input
+from semisup.models.inputs import Normalization, to_model_input
 
 log = logging.getLogger("semisup")
 
@@ -74,6 +74,7 @@ class BatchSource:
         seed: the run's seed.
         rank: this process's rank.
         world_size: number of processes.
+        normalization: the model's input normalization (None: [−1, 1]).
     """
 
     def __init__(
@@ -87,9 +88,11 @@ class BatchSource:
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        normalization: Normalization | None = None,
     ) -> None:
         self.data, self.views, self.runtime, self.copies = data, views, runtime, copies
         self.batch_size, self.mu, self.rank, self.world_size = batch_size, mu, rank, world_size
+        self.normalization = normalization
         self.device = runtime.device
         self.images = place_pool(data.images, self.device)
         self.targets = data.targets.to(self.device)
@@ -134,7 +137,10 @@ class BatchSource:
     def make_batch(self, raw: RawBatch, view_kinds: dict[str, str]) -> dict[str, Tensor]:
         """The views `view_kinds` asks for, scaled to the model's input, plus labels and indices."""
         views = self.views(view_kinds, raw.x, raw.u, self.generator)
-        batch = {k: to_model_input(v, self.runtime.channels_last) for k, v in views.items()}
+        batch = {
+            k: to_model_input(v, self.runtime.channels_last, self.normalization)
+            for k, v in views.items()
+        }
         batch.update(y=raw.y, x_idx=raw.x_idx)
         if raw.u is not None:
             batch.update(u_idx=raw.u_idx, u_y=raw.u_y)

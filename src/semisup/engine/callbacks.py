@@ -18,7 +18,7 @@ from semisup.augment.policy import Policy
 from semisup.distributed import all_gather_cat
 from semisup.engine.batches import BatchSource, RawBatch
 from semisup.engine.runtime import Runtime
-from semisup.models.inputs import to_model_input
+from semisup.models.inputs import input_normalization, to_model_input
 from semisup.modules.ema import ModelEMA
 
 
@@ -60,8 +60,10 @@ class CTAFeedback:
         weak = trainer.batches.views.weak(raw.x, generator)
         policy = self.augmenter.probe_policy(len(weak), generator)
         probes = self.augmenter.apply(weak, policy, generator)
+        model = trainer.ema.module
+        x = to_model_input(probes, trainer.runtime.channels_last, input_normalization(model))
         with trainer.runtime.autocast():
-            logits = trainer.ema.module(to_model_input(probes, trainer.runtime.channels_last))
+            logits = model(x)
         probs = logits.float().softmax(dim=1)
         # Every rank applies every rank's updates, in rank order, so the rates stay identical.
         everyone = Policy(all_gather_cat(policy.ops), all_gather_cat(policy.levels))

@@ -70,3 +70,29 @@ def restore_rng(state: dict[str, Any], augment_generator: torch.Generator) -> No
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     augment_generator.set_state(state["augment"])
+
+
+def restore_rank_rng(
+    states: list[dict[str, Any]], rank: int, world_size: int, generator: torch.Generator
+) -> None:
+    """Restores this rank's entry of a checkpoint's per-rank `rng_state()` list.
+
+    Raises:
+        UserError: when the checkpoint was written by another number of processes.
+    """
+    if len(states) != world_size:
+        raise UserError(
+            f"the checkpoint was written by {len(states)} process(es) and this run has "
+            f"{world_size}; resume with --nproc_per_node={len(states)} to continue exactly"
+        )
+    restore_rng(states[rank], generator)
+
+
+def save_checkpoints(state: dict[str, Any], run_dir: Path, step: int, keep: int) -> None:
+    """RUN_DIR/checkpoint.pt, and with `keep` > 1 numbered copies, the newest `keep` − 1 kept."""
+    save_checkpoint(state, run_dir / "checkpoint.pt")
+    if keep > 1:
+        save_checkpoint(state, run_dir / f"checkpoint-{step:08d}.pt")
+        numbered = sorted(run_dir.glob("checkpoint-*.pt"))
+        for old in numbered[: -(keep - 1)]:
+            old.unlink()

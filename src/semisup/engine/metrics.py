@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from semisup.models.inputs import to_model_input
+from semisup.models.inputs import input_normalization, to_model_input
 
 
 @torch.no_grad()
@@ -21,12 +21,17 @@ def predict_logits(
     channels_last: bool = False,
     autocast_dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """Logits (N, C) in float32 on the CPU for uint8 `images`, in inference mode."""
+    """Logits (N, C) in float32 on the CPU for uint8 `images`, in inference mode.
+
+    The images are scaled with the model's own `input_normalization` ([−1, 1] without one).
+    """
     was_training = model.training
     model.eval()
+    normalization = input_normalization(model)
     outputs = []
     for start in range(0, len(images), batch_size):
-        x = to_model_input(images[start : start + batch_size].to(device), channels_last)
+        batch = images[start : start + batch_size].to(device)
+        x = to_model_input(batch, channels_last, normalization)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             outputs.append(model(x).float().cpu())
     model.train(was_training)

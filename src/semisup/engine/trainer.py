@@ -19,16 +19,17 @@ from semisup.engine import evaluation
 from semisup.engine.batches import BatchSource
 from semisup.engine.budget import RunClock, parse_duration
 from semisup.engine.callbacks import Callback
-from semisup.engine.checkpoint import restore_rng, rng_state, save_checkpoint
+from semisup.engine.checkpoint import restore_rank_rng, rng_state, save_checkpoints
 from semisup.engine.guard import StepGuard, nonfinite_parts
 from semisup.engine.interrupts import DeferredInterrupt, TrainingInterrupted, interrupted_message
 from semisup.engine.meter import ScalarMeter
-from semisup.engine.optim import build_optimizer, decay_kernels, learning_rate
+from semisup.engine.optim import build_optimizer, decay_kernels, learning_rate, load_optimizer
 from semisup.engine.progress import Progress
 from semisup.engine.runtime import Runtime
 from semisup.engine.tensorboard import MetricLogger
 from semisup.errors import UserError
 from semisup.files import write_jsonl
+from semisup.models.inputs import input_normalization
 from semisup.modules.ema import ModelEMA
 
 log = logging.getLogger("semisup")
@@ -85,7 +86,7 @@ class Trainer:
             self.algorithm, self.device, self.algorithm.ddp_find_unused_parameters
         )
         self.ema = ModelEMA(self.algorithm.model, train.ema_decay, train.ema_warmup)
-        self.optimizer = build_optimizer(self.algorithm, optim)
+        self.optimizer = build_optimizer(self.algorithm, optim, self.algorithm.model)
         use_scaler = runtime.autocast_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.batches = BatchSource(
@@ -98,6 +99,7 @@ class Trainer:
             train.seed,
             self.rank,
             self.world_size,
+            input_normalization(self.algorithm.model),
         )
         self.step = 0
         self.history: list[dict[str, Any]] = []
@@ -116,7 +118,7 @@ class Trainer:
         batch = self.batches.make_batch(raw, self.algorithm.views)
         lr = learning_rate(self.optim_settings, self.step, self.settings.steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
 
         self.guard.begin(self)
         self.algorithm.train()
@@ -257,18 +259,12 @@ class Trainer:
         self.step = int(state["step"])
         self.algorithm.load_state_dict(state["algorithm"])
         self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer(self.optimizer, state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.batches.load_state_dict(state["samplers"])
         for callback in self.callbacks:
             callback.load_state_dict(state["callbacks"][callback.name])
-        if len(state["rng"]) != self.world_size:
-            raise UserError(
-                f"the checkpoint was written by {len(state['rng'])} process(es) and this run has "
-                f"{self.world_size}; resume with --nproc_per_node={len(state['rng'])} to continue "
-                "exactly"
-            )
-        restore_rng(state["rng"][self.rank], self.batches.generator)
+        restore_rank_rng(state["rng"], self.rank, self.world_size, self.batches.generator)
         self.history = list(state["history"])
         if "meter" in state:  # (checkpoints of earlier versions have none)
             self.meter.load_state_dict(state["meter"])
@@ -287,12 +283,7 @@ class Trainer:
         state = self.state_dict()
         if self.is_main:
             self.guard.check_checkpoint(state, self.step)
-            save_checkpoint(state, self.run_dir / "checkpoint.pt")
+            save_checkpoints(state, self.run_dir, self.step, self.settings.keep_checkpoints)
             self.clock.checkpointed()
-            if self.settings.keep_checkpoints > 1:
-                save_checkpoint(state, self.run_dir / f"checkpoint-{self.step:08d}.pt")
-                numbered = sorted(self.run_dir.glob("checkpoint-*.pt"))
-                for old in numbered[: -(self.settings.keep_checkpoints - 1)]:
-                    old.unlink()
             write_jsonl(self.run_dir / "metrics.jsonl", self.history)
         self.guard.checkpoint_step = self.step

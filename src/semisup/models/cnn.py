@@ -64,6 +64,17 @@ class SmallCNN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @property
+    def head(self) -> nn.Linear:
+        """The classifier layer."""
+        return self.fc
+
+    def layer_ids(self) -> dict[str, int]:
+        """Depth of each parameter: conv layer i at i, the classifier deepest."""
+        ids = {f"features.{n}": int(n.split(".")[0]) for n, _ in self.features.named_parameters()}
+        ids.update({f"fc.{n}": len(self.features) for n, _ in self.fc.named_parameters()})
+        return ids
+
 
 @MODELS.register("cnn")
 def cnn(

@@ -119,6 +119,26 @@ class WideResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @property
+    def head(self) -> nn.Linear:
+        """The classifier layer."""
+        return self.fc
+
+    def layer_ids(self) -> dict[str, int]:
+        """Depth of each parameter, for layer-wise learning-rate decay.
+
+        The stem is 0, block i is i + 1, the final BN goes with the last block and the
+        classifier is the deepest.
+        """
+        last = len(self.blocks)
+        ids = {f"stem.{n}": 0 for n, _ in self.stem.named_parameters()}
+        ids.update(
+            {f"blocks.{n}": int(n.split(".")[0]) + 1 for n, _ in self.blocks.named_parameters()}
+        )
+        ids.update({f"bn.{n}": last for n, _ in self.bn.named_parameters()})
+        ids.update({f"fc.{n}": last + 1 for n, _ in self.fc.named_parameters()})
+        return ids
+
 
 @MODELS.register("wrn28_2")
 def wrn28_2(num_classes: int, in_channels: int = 3, bn_momentum: float = 0.001) -> WideResNet:
