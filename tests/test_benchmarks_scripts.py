@@ -58,3 +58,37 @@ def test_throughput_smoke(augment_throughput: ModuleType, tmp_path: Path, monkey
     rows = json.loads(out.read_text())["throughput"]
     assert {row["strong"] for row in rows} == {"ctaugment", "randaugment"}
     assert all(row["mismatched_pixels"] == 0 and row["ratio"] > 0 for row in rows)
+
+
+SAMPLE_TESTS = """
+import torch
+
+from semisup import experiment
+from semisup.config import TrainConfig
+
+
+def test_passes():
+    train = TrainConfig()
+    experiment.resolve_runtime(train, torch.device("cpu"))
+    assert train.seed >= 3  # the variant's seed
+    assert train.seed == 3
+
+
+def test_fails():
+    assert 0.25 > 0.5
+"""
+
+
+def test_threshold_margins_records_every_threshold_comparison(tmp_path: Path):
+    margins = load_script("threshold_margins")
+    sample = tmp_path / "test_sample.py"
+    sample.write_text(SAMPLE_TESTS)
+    records = margins.run_variant([str(sample)], seed=3, threads=1, precision="fp32")
+    assert [(r["statement"], r["op"], r["value"], r["threshold"]) for r in records] == [
+        ("train.seed >= 3", ">=", 3.0, 3.0),
+        ("0.25 > 0.5", ">", 0.25, 0.5),
+    ]
+    assert [margins.margin(r) for r in records] == [0.0, -0.25]
+    summary = margins.summarise(records)
+    assert "below the threshold in 0/1 variants" in summary  # 3 >= 3 holds
+    assert "below the threshold in 1/1 variants" in summary

@@ -19,12 +19,12 @@ from semisup.models.inputs import to_model_input
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A short digits run (8 steps; EMA decay 0.5 so the weights moved from initialisation)."""
+    """A short digits run (60 steps; EMA decay 0.5 so the weights moved from initialisation)."""
     run_dir = tmp_path_factory.mktemp("export") / "run"
-    sets = ["train.eval_every=8", "train.batch_size=16", "algorithm.mu=1", "train.ema_decay=0.5"]
+    sets = ["train.eval_every=60", "train.batch_size=16", "algorithm.mu=1", "train.ema_decay=0.5"]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(semisup.report, "report_after_training", lambda run_dir: None)
-        arguments = ["train", "--steps", "8", "--set", *sets, "train.tensorboard=false"]
+        arguments = ["train", "--steps", "60", "--set", *sets, "train.tensorboard=false"]
         assert cli.main([*arguments, "--out", str(run_dir)]) == 0
     return run_dir
 

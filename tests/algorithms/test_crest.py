@@ -175,7 +175,15 @@ def test_two_generations_on_long_tailed_digits_then_resume(tmp_path, capsys):
     trainer.ema.load_state_dict(load_checkpoint(out / "gen0" / "checkpoint.pt")["ema"])
     pool = candidates(data)
     assert not torch.isin(pool, data.labeled_idx).any()
-    probs = predict_logits(trainer.ema.module, data.images[pool], 512, trainer.device).softmax(-1)
+    runtime = trainer.runtime  # evaluated as the command did: same batches, layout, precision
+    probs = predict_logits(
+        trainer.ema.module,
+        data.images[pool],
+        trainer.settings.eval_batch_size,
+        trainer.device,
+        runtime.channels_last,
+        runtime.autocast_dtype,
+    ).softmax(-1)
     rates = sampling_rates(class_profile(data.labeled_class_counts(), 10.0), 3.0)
     chosen, labels = pick_pseudo_labels(probs, rates)
     picks = load_picks(out / "gen0")

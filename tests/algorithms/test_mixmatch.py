@@ -178,4 +178,4 @@ def test_short_run_on_digits_beats_chance():
         "augment.strong": "none",
     }
     summary = build_trainer(build_config(None, overrides), None).fit()
-    assert summary["test_accuracy"] > 0.5  # chance is 0.1
+    assert summary["test_accuracy"] > 0.4  # chance is 0.1; measured 0.67-0.91 over seeds
