@@ -19,7 +19,8 @@ def test_train_writes_the_run_directory_and_evaluate_reads_it(tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, _ = run(capsys, "train", *FAST, "--out", str(out))
     assert code == 0
-    assert "fixmatch: test accuracy" in stdout and "--algorithm supervised" in stdout
+    # Without a config file the practical defaults run FlexMatch (algorithm.name: auto).
+    assert "flexmatch: test accuracy" in stdout and "--algorithm supervised" in stdout
     assert {"config.yaml", "metrics.jsonl", "checkpoint.pt", "summary.json"} <= {
         p.name for p in out.iterdir()
     }
@@ -36,7 +37,7 @@ def test_train_writes_the_run_directory_and_evaluate_reads_it(tmp_path, capsys):
         "wall_seconds",
     ):
         assert key in summary
-    assert summary["algorithm"] == "fixmatch" and summary["num_labels"] == 40
+    assert summary["algorithm"] == "flexmatch" and summary["num_labels"] == 40
     config = (out / "config.yaml").read_text()
     assert "threshold: 0.95" in config and "name: cnn" in config and "lr: 0.03" in config
 

@@ -13,7 +13,7 @@ from semisup.errors import UserError
 
 def test_layering_defaults_preset_file_overrides(tmp_path):
     cfg = build_config()
-    assert cfg.algorithm == {"name": "fixmatch"}
+    assert cfg.algorithm == {"name": "auto"}  # FixMatch (paper) or FlexMatch (practical)
     assert cfg.train.time_budget == PRESETS["digits"]["train.time_budget"]  # digits preset
     assert cfg.train.steps is None  # decided when the run starts (semisup.planning)
     assert build_config(None, {"data.name": "mnist"}).train.time_budget is None
@@ -25,7 +25,7 @@ def test_layering_defaults_preset_file_overrides(tmp_path):
     assert cfg.train.steps == 20  # command line beats file
     assert cfg.train.ema_decay != PRESETS["digits"]["train.ema_decay"]  # no preset with a file
     assert cfg.train.ema_decay == 0.9
-    assert cfg.algorithm == {"name": "fixmatch", "threshold": 0.8}
+    assert cfg.algorithm == {"name": "auto", "threshold": 0.8}
 
 
 def test_set_values_are_parsed_and_type_checked():

@@ -78,7 +78,7 @@ def test_model_is_the_largest_that_leaves_time_for_enough_steps(monkeypatch, wid
     [(True, 0.5, "bf16"), (True, 0.95, "fp32"), (False, 0.1, "fp32")],
 )
 def test_cpu_precision_is_bf16_only_when_native_and_faster(
-    monkeypatch, native, bf16_seconds, expected
+    monkeypatch, measured_precision, native, bf16_seconds, expected
 ):
     def timed(model, images, runtime, repeats=1):
         return bf16_seconds if runtime.autocast_dtype == torch.bfloat16 else 1.0
@@ -132,7 +132,8 @@ def test_time_budget_run_ends_within_budget_and_reports_it(tmp_path, capsys):
     assert summary["steps"] == summary["planned_steps"] or summary["stopped_at_deadline"]
     assert summary["steps_per_second"] > 0 and summary["evaluations"] >= 10
     assert elapsed < 15 + 10  # the budget, plus the final evaluation and the report's slack
-    assert captured.err.splitlines()[1].startswith("plan: practical defaults; budget 15s")
+    plan = captured.err.splitlines()[1]
+    assert plan.startswith("plan: practical defaults; algorithm flexmatch; budget 15s")
     evaluations = [line for line in captured.out.splitlines() if line.startswith("step ")]
     assert len(evaluations) == summary["evaluations"] and "steps/s" in evaluations[0]
 
@@ -165,7 +166,9 @@ def test_command_process_settings():
     assert result.stdout.strip() == "PASSIVE"
 
 
-def test_pretrained_weights_keep_the_model_and_probe_it_with_its_options(monkeypatch, tmp_path):
+def test_pretrained_weights_keep_the_model_and_probe_it_with_its_options(
+    monkeypatch, measured_precision, tmp_path
+):
     # The weights fix the architecture: no model is chosen by speed (choose_model would fail
     # here); the precision probe builds the model from its section ("pretrained" is no option).
     monkeypatch.setattr(planning, "choose_model", lambda *args: pytest.fail("model chosen"))

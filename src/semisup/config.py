@@ -135,6 +135,19 @@ PAPER_TRAIN: dict[str, Any] = {
 }
 
 
+# `algorithm.name: auto`: FixMatch under the papers' defaults (their reference method), FlexMatch
+# under the practical ones (the best start at CPU budgets: benchmarks/README.md, "Practical").
+AUTO_ALGORITHM = {"paper": "fixmatch", "practical": "flexmatch"}
+
+
+def settle_defaults(cfg: Config, paper_when_auto: bool) -> None:
+    """Decides `train.defaults: auto` (paper or practical) and with it `algorithm.name: auto`."""
+    if cfg.train.defaults == "auto":
+        cfg.train.defaults = "paper" if paper_when_auto else "practical"
+    if cfg.algorithm.get("name", "auto") == "auto":
+        cfg.algorithm["name"] = AUTO_ALGORITHM[cfg.train.defaults]
+
+
 def fill_paper_defaults(train: TrainConfig) -> None:
     """Gives every None key of `train` the papers' value (keys already set stay)."""
     for key, value in PAPER_TRAIN.items():
@@ -169,7 +182,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 class Config:
     """A whole run's configuration."""
 
-    algorithm: dict[str, Any] = field(default_factory=lambda: {"name": "fixmatch"})
+    algorithm: dict[str, Any] = field(default_factory=lambda: {"name": "auto"})
     model: dict[str, Any] = field(default_factory=lambda: {"name": "auto"})
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -37,6 +37,7 @@ from semisup.config import (
     config_from_dict,
     fill_paper_defaults,
     resolve_kwargs,
+    settle_defaults,
 )
 from semisup.data.build import accepts_option, build_data
 from semisup.data.ssl import SSLData
@@ -203,7 +204,8 @@ def build_run(
             resuming, evaluating).
     """
     counts = labeled_class_counts or data.labeled_class_counts()
-    fill_paper_defaults(cfg.train)  # what `semisup.planning` left open
+    settle_defaults(cfg, paper_when_auto=True)  # what `semisup.planning` left open
+    fill_paper_defaults(cfg.train)
     algorithm_cls = ALGORITHMS.get(cfg.algorithm["name"])
     cfg.algorithm = resolve_kwargs(algorithm_cls, cfg.algorithm, "algorithm", ("model", "info"))
     for key in ("steps", "batch_size", "eval_every", "eval_batch_size"):

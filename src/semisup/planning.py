@@ -33,7 +33,13 @@ from dataclasses import dataclass
 import torch
 
 from semisup.algorithms import ALGORITHMS, TaskInfo
-from semisup.config import PAPER_STEPS, Config, fill_paper_defaults, resolve_kwargs
+from semisup.config import (
+    PAPER_STEPS,
+    Config,
+    fill_paper_defaults,
+    resolve_kwargs,
+    settle_defaults,
+)
 from semisup.data.ssl import SSLData
 from semisup.engine.budget import fit_to_budget, format_duration, parse_duration
 from semisup.engine.metrics import predict_logits
@@ -82,11 +88,10 @@ def plan_run(cfg: Config, data: SSLData, started: float) -> Plan:
         started: `time.monotonic()` when the command started (the budget counts from there).
     """
     t = cfg.train
-    if t.defaults == "auto":
-        t.defaults = "practical"
+    settle_defaults(cfg, paper_when_auto=False)
     practical = t.defaults == "practical"
     device = resolve_device(t.device)
-    notes: list[str] = [f"{t.defaults} defaults"]
+    notes: list[str] = [f"{t.defaults} defaults", f"algorithm {cfg.algorithm['name']}"]
     budget = None
     if t.time_budget is not None:
         budget = parse_duration(t.time_budget)

@@ -13,6 +13,8 @@ from semisup.engine.checkpoint import load_checkpoint
 
 # A few steps of FixMatch on digits: every evaluation writes a checkpoint.
 TINY = [
+    "--algorithm",
+    "fixmatch",
     "--steps",
     "4",
     "--set",

@@ -20,7 +20,7 @@ from semisup.commands.rundir import (
     start_trainer,
     summary_record,
 )
-from semisup.config import Config, DataConfig, build_config
+from semisup.config import Config, DataConfig, build_config, settle_defaults
 from semisup.engine.budget import parse_duration
 from semisup.errors import UserError
 from semisup.experiment import build_run, prepare_data
@@ -61,8 +61,7 @@ def _train(
         cfg = resume_config(run_dir, overrides)
     else:
         cfg = build_config(args.config, overrides)
-        if cfg.train.defaults == "auto":
-            cfg.train.defaults = "paper" if args.config else "practical"
+        settle_defaults(cfg, paper_when_auto=bool(args.config))
         run_dir = distributed.broadcast_object(Path(args.out) if args.out else default_run_dir(cfg))
     if main:  # one writer per run directory, from here to the end of the command
         held.enter_context(claim_run_dir(run_dir, args.resume))
