@@ -201,8 +201,8 @@ def main() -> None:
                         "budget": budget,
                         "algorithm": algorithm,
                         "seed": seed,
-                        "model": label,
                         **summary,
+                        "model": label,  # the summary's model section, shortened
                     }
                     rows.append(row)
                     if args.out:
