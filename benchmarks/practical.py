@@ -12,7 +12,9 @@ model the run chose.
         --algorithms supervised fixmatch simmatch --out benchmarks/results/practical
 
 `--shapes` instead builds the synthetic 330-image folder of issue 13 (3 classes of 32x32
-shapes, 5 labeled images per class) with `make_shapes`.
+shapes, 5 labeled images per class) with `make_shapes`; `--shapes-layout B` puts the same
+images in layout B (train/<class>/, test/<class>/) and the runs draw their 15 labeled images
+with `--num-labels 15` and the seed, as the issue's command did.
 """
 
 from __future__ import annotations
@@ -82,9 +84,13 @@ def _extract(archive: zipfile.ZipFile, name: str, target: Path, prefix: str = ""
     (target / (f"{prefix}-{base}" if prefix else base)).write_bytes(archive.read(name))
 
 
-def make_shapes(root: Path, seed: int = 0) -> Path:
-    """330 32x32 images of circles, squares and triangles; 5 labeled per class, 60 test."""
-    folder = root / f"shapes-seed{seed}"
+def make_shapes(root: Path, seed: int = 0, layout: str = "A") -> Path:
+    """330 32x32 images of circles, squares and triangles; 5 labeled per class, 60 test.
+
+    Layout A: labeled/<class>/, unlabeled/, test/<class>/. Layout B: the same images, the
+    labeled and unlabeled ones of each class together in train/<class>/.
+    """
+    folder = root / (f"shapes-seed{seed}" if layout == "A" else f"shapes-b-seed{seed}")
     done = root / f"{folder.name}.done"
     if done.exists():
         return folder
@@ -94,9 +100,13 @@ def make_shapes(root: Path, seed: int = 0) -> Path:
     for split, count in counts.items():
         for shape in shapes:
             for i in range(count):
-                target = folder / split if split == "unlabeled" else folder / split / shape
+                if layout == "B":
+                    target = folder / ("test" if split == "test" else "train") / shape
+                else:
+                    target = folder / split if split == "unlabeled" else folder / split / shape
                 target.mkdir(parents=True, exist_ok=True)
-                _draw(shape, rng).save(target / f"{shape}-{i:03d}.png")
+                name = f"{shape}-{i:03d}.png" if layout == "A" else f"{split}-{shape}-{i:03d}.png"
+                _draw(shape, rng).save(target / name)
     done.write_text("")
     return folder
 
@@ -119,13 +129,16 @@ def _draw(shape: str, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def train(folder: Path, algorithm: str, budget: str, seed: int, out: Path) -> dict:
+def train(
+    folder: Path, algorithm: str, budget: str, seed: int, out: Path, num_labels: int | None = None
+) -> dict:
     """One cell: `semisup train` on the folder with the practical defaults; its summary."""
     if (out / "summary.json").exists():
         return json.loads((out / "summary.json").read_text())
     command = [sys.executable, "-m", "semisup", "train", "--dataset", "folder"]
     command += ["--data-dir", str(folder), "--algorithm", algorithm, "--seed", str(seed)]
     command += ["--time", budget, "--out", str(out), "--no-report"]
+    command += ["--num-labels", str(num_labels)] if num_labels else []
     command += ["--set", "train.progress=false"]
     started = time.monotonic()
     log = out.parent / f"{out.name}.log"
@@ -165,6 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zip", type=Path, help="the CIFAR-10 JPEG zip")
     parser.add_argument("--shapes", action="store_true", help="the synthetic shapes folder")
+    parser.add_argument("--shapes-layout", choices=["A", "B"], default="A")
     parser.add_argument("--work", type=Path, required=True, help="where folders and runs go")
     parser.add_argument("--labels", type=int, nargs="+", default=[4, 25])
     parser.add_argument("--unlabeled", type=int, default=10000)
@@ -178,7 +192,7 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         folders = (
-            [make_shapes(args.work, seed)]
+            [make_shapes(args.work, seed, args.shapes_layout)]
             if args.shapes
             else [
                 make_cifar_folder(args.zip, args.work, n, args.unlabeled, args.test, seed)
@@ -192,7 +206,9 @@ def main() -> None:
             for budget in args.times:
                 for algorithm in args.algorithms:
                     run = args.work / "runs" / folder.name / budget / algorithm
-                    summary = train(folder, algorithm, budget, seed, run)
+                    layout_b = args.shapes and args.shapes_layout == "B"
+                    num_labels = 15 if layout_b else None
+                    summary = train(folder, algorithm, budget, seed, run, num_labels)
                     config = (run / "config.yaml").read_text()
                     model = summary["model"]
                     label = model["name"] + (f" w{model['width']}" if "width" in model else "")

@@ -179,3 +179,20 @@ def test_pretrained_weights_keep_the_model_and_probe_it_with_its_options(
     cfg, _, _ = _plan({"train.time_budget": "60s", "model.pretrained": str(weights)})
     assert cfg.model == {"name": "auto", "pretrained": str(weights)}  # by image size: the CNN
     assert cfg.train.precision == "fp32"  # bf16 measured no faster
+
+
+@pytest.mark.parametrize(
+    ("timed", "enough"),
+    [
+        ([0.07] * 4, False),  # fast steps: 0.28 s is no steady median
+        ([0.07] * 49, False),
+        ([0.07] * 50, True),  # ...50 of them are
+        ([0.3] * 19, False),  # 5.7 s of a 600 s budget: under 1 %
+        ([0.31] * 20, True),  # 6.2 s: 1 % and at least 4 steps
+        ([3.0, 3.0], False),  # 1 % but only 2 steps
+        ([16.0], False),
+        ([16.0, 16.0], True),  # slow steps stop at 3 % of the budget
+    ],
+)
+def test_step_timing_stops_at_a_share_of_the_budget_or_enough_steps(timed, enough):
+    assert planning._timed_enough(timed, 600.0) is enough
