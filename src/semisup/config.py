@@ -69,6 +69,9 @@ class TrainConfig:
     ema_decay: float = 0.999  # EMA of the weights, evaluated instead of the raw model
     # decay_t = min(decay, (1+t)/(10+t)) (Mean Teacher); None: off (paper), on (practical)
     ema_warmup: bool | None = None
+    # BatchNorm statistics of the EMA model: copied from the live model (the original code) or
+    # averaged like the weights; None: copy (paper), average (practical)
+    ema_buffers: Literal["copy", "average"] | None = None
     # step-counted schedule defaults (ramp-ups, warm-ups) scaled from 2^20 steps to this run's
     # length; None: no (paper), yes (practical)
     scale_schedules: bool | None = None
@@ -131,6 +134,7 @@ PAPER_TRAIN: dict[str, Any] = {
     "steps": PAPER_STEPS,
     "batch_size": 64,
     "ema_warmup": False,
+    "ema_buffers": "copy",
     "scale_schedules": False,
 }
 

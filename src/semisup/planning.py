@@ -278,6 +278,9 @@ def short_run_settings(cfg: Config) -> list[str]:
     if t.ema_warmup is None:
         t.ema_warmup = True
         notes.append("EMA warm-up on")
+    if t.ema_buffers is None:
+        t.ema_buffers = "average"
+        notes.append("EMA averages the BatchNorm statistics")
     factory = MODELS.get(cfg.model["name"]) if cfg.model.get("name", "auto") != "auto" else None
     accepts_bn = factory is not None and "bn_momentum" in inspect.signature(factory).parameters
     if steps < SHORT_RUN and accepts_bn and "bn_momentum" not in cfg.model:

@@ -42,6 +42,19 @@ def test_ema_f4_and_buffers_are_copied():
     assert frozen.module.weight.item() == 1.0 and copy.module.weight.item() == 3.0
 
 
+def test_ema_can_average_the_batchnorm_statistics_with_the_weights():
+    model = torch.nn.BatchNorm1d(1)
+    ema = ModelEMA(model, 0.9, average_buffers=True)  # shadow: running mean 0, variance 1
+    with torch.no_grad():
+        model.running_mean.fill_(5.0)
+        model.running_var.fill_(3.0)
+        model.num_batches_tracked.fill_(7)
+    ema.update(model)
+    assert ema.module.running_mean.item() == pytest.approx(0.9 * 0 + 0.1 * 5.0)
+    assert ema.module.running_var.item() == pytest.approx(0.9 * 1 + 0.1 * 3.0)
+    assert ema.module.num_batches_tracked.item() == 7  # an integer buffer is copied
+
+
 def test_ema_warmup_ramps_the_decay_like_tf_num_updates():
     model = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():

@@ -28,7 +28,14 @@ from semisup.files import write_json, write_yaml
 from semisup.planning import plan_run
 
 # The engine settings the supervised baseline takes over, so it trains the same way.
-BASELINE_TRAIN_KEYS = ("batch_size", "eval_every", "ema_decay", "ema_warmup", "precision")
+BASELINE_TRAIN_KEYS = (
+    "batch_size",
+    "eval_every",
+    "ema_decay",
+    "ema_warmup",
+    "ema_buffers",
+    "precision",
+)
 
 log = logging.getLogger("semisup")
 

@@ -85,7 +85,9 @@ class Trainer:
         self.forward_module = distributed.wrap(
             self.algorithm, self.device, self.algorithm.ddp_find_unused_parameters
         )
-        self.ema = ModelEMA(self.algorithm.model, train.ema_decay, train.ema_warmup)
+        self.ema = ModelEMA(
+            self.algorithm.model, train.ema_decay, train.ema_warmup, train.ema_buffers == "average"
+        )
         self.optimizer = build_optimizer(self.algorithm, optim, self.algorithm.model)
         use_scaler = runtime.autocast_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)

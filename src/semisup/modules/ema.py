@@ -14,7 +14,12 @@ class ModelEMA:
 
     As in the original code (tf.train.ExponentialMovingAverage on trainable variables, no bias
     correction): parameters are averaged, buffers (BatchNorm running statistics) are copied from
-    the live model. The shadow starts equal to the model.
+    the live model. The shadow starts equal to the model. With `average_buffers` the floating
+    buffers are averaged with the same decay (as timm's ModelEmaV2), so the statistics cover the
+    same window of training as the weights they normalise. Copying pairs the averaged weights
+    with statistics of the live weights over the last 1/momentum steps: with BatchNorm momentum
+    0.1 (practical runs) and decay 0.999 that mismatch made a 26,000-step supervised MNIST run's
+    EMA model swing between 10 % and 90 % test accuracy while the live model held 91-92 %.
 
     With `warmup`, step t (0-based) uses min(decay, (1 + t) / (10 + t)), the ramp of
     tf.train.ExponentialMovingAverage's `num_updates` (Mean Teacher uses a similar one): the
@@ -27,12 +32,16 @@ class ModelEMA:
         model: the live model.
         decay: 0.999 in all the papers.
         warmup: ramp the decay up from 0.1 as above.
+        average_buffers: average floating buffers too (integer ones, e.g. BatchNorm's batch
+            counter, are copied).
     """
 
-    def __init__(self, model: nn.Module, decay: float, warmup: bool = False) -> None:
+    def __init__(
+        self, model: nn.Module, decay: float, warmup: bool = False, average_buffers: bool = False
+    ) -> None:
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
-        self.decay, self.warmup = decay, warmup
+        self.decay, self.warmup, self.average_buffers = decay, warmup, average_buffers
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
@@ -45,7 +54,10 @@ class ModelEMA:
         live = [p.detach() for p in model.parameters()]
         torch._foreach_lerp_(shadow, live, 1.0 - decay)
         for b_shadow, b_live in zip(self.module.buffers(), model.buffers(), strict=True):
-            b_shadow.copy_(b_live)
+            if self.average_buffers and b_shadow.is_floating_point():
+                b_shadow.lerp_(b_live, 1.0 - decay)
+            else:
+                b_shadow.copy_(b_live)
 
     def state_dict(self) -> dict[str, Any]:
         return self.module.state_dict()
