@@ -194,7 +194,12 @@ NONFINITE = [
     (_nan_loss, "the loss became non-finite"),
     (_inf_loss, "the loss became non-finite"),
     (_nan_gradients, "the gradients became non-finite"),
-    (_inf_batchnorm_statistics, "the model buffers (BatchNorm statistics) and EMA model became"),
+    # The EMA averages the inf into its statistics (inf − inf: NaN), and CTAugment's feedback,
+    # which the EMA model gives, turns NaN too.
+    (
+        _inf_batchnorm_statistics,
+        "the model buffers (BatchNorm statistics), EMA model and ctaugment state became",
+    ),
     (_nan_state_output, "the state outputs became non-finite"),
 ]
 
