@@ -53,11 +53,14 @@ class ModelEMA:
         shadow = list(self.module.parameters())
         live = [p.detach() for p in model.parameters()]
         torch._foreach_lerp_(shadow, live, 1.0 - decay)
-        for b_shadow, b_live in zip(self.module.buffers(), model.buffers(), strict=True):
-            if self.average_buffers and b_shadow.is_floating_point():
-                b_shadow.lerp_(b_live, 1.0 - decay)
-            else:
-                b_shadow.copy_(b_live)
+        pairs = list(zip(self.module.buffers(), model.buffers(), strict=True))
+        averaged = [self.average_buffers and b.is_floating_point() for b, _ in pairs]
+        if any(averaged):  # one fused call per kind, not one per buffer, on every step
+            kept = [pair for pair, avg in zip(pairs, averaged, strict=True) if avg]
+            torch._foreach_lerp_([b for b, _ in kept], [b for _, b in kept], 1.0 - decay)
+        copied = [pair for pair, avg in zip(pairs, averaged, strict=True) if not avg]
+        if copied:
+            torch._foreach_copy_([b for b, _ in copied], [b for _, b in copied])
 
     def state_dict(self) -> dict[str, Any]:
         return self.module.state_dict()
