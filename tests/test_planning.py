@@ -43,6 +43,7 @@ def test_paper_defaults_are_the_papers_values():
     assert (t.steps, t.batch_size, t.eval_every) == (2**20, 64, 1024)
     assert (t.ema_warmup, t.scale_schedules, plan.deadline) == (False, False, None)
     assert t.ema_buffers == "copy"  # the original code's EMA
+    assert cfg.augment.labeled is None  # weak, the papers' labeled view, in build_run
     assert "rampup_steps" not in cfg.algorithm  # the published 16,384 stays
     assert cfg.model["name"] == "auto"  # the papers' network by image size, in build_run
 
@@ -55,9 +56,18 @@ def test_practical_run_of_given_steps_gets_short_run_settings(monkeypatch):
     assert t.defaults == "practical" and plan.deadline is None and t.time_budget is None
     assert (t.batch_size, t.eval_every, t.ema_warmup) == (16, 4096 // 20, True)
     assert cfg.model["bn_momentum"] == 0.1 and t.ema_buffers == "average"
+    assert cfg.augment.labeled == "simclr"
     assert cfg.algorithm["rampup_steps"] == 64  # 16,384 · 4,096 / 2^20
-    mine, _, _ = _plan({**steps, "algorithm.rampup_steps": 500, "model.bn_momentum": 0.01})
+    mine, _, _ = _plan(
+        {
+            **steps,
+            "algorithm.rampup_steps": 500,
+            "model.bn_momentum": 0.01,
+            "augment.labeled": "weak",
+        }
+    )
     assert mine.algorithm["rampup_steps"] == 500 and mine.model["bn_momentum"] == 0.01
+    assert mine.augment.labeled == "weak"
 
 
 @pytest.mark.parametrize(("wide", "chosen"), [(0.02, {"width": 32}), (0.05, {})])

@@ -125,6 +125,9 @@ class AugmentConfig:
     cutout: bool = True  # the full-size cutout after FixMatch's strong policy (False: ablation)
     weak_shift: float = 0.125  # largest random translation, fraction of the image side
     hflip: bool | None = None  # random horizontal flips; None: the data set's default
+    # the view of the labeled images where the algorithm asks for a weak one: weak (the papers)
+    # or simclr (crop, colour jitter, grey scale); None: weak (paper), simclr (practical)
+    labeled: Literal["weak", "simclr"] | None = None
 
 
 # The papers' run length and engine settings: what `defaults: paper` gives the None keys of

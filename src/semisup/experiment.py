@@ -104,9 +104,11 @@ def build_views(cfg: Config, view_kinds: set[str]) -> tuple[ViewMaker, tuple[Cal
     a = cfg.augment
     weak = WeakAugment(bool(a.hflip), a.weak_shift)
     cutout = full_cutout if a.cutout else no_cutout
-    simclr = SimCLRAugment(bool(a.hflip)) if "simclr" in view_kinds else None
+    labeled = a.labeled or "weak"
+    wants_simclr = "simclr" in view_kinds or labeled == "simclr"
+    simclr = SimCLRAugment(bool(a.hflip)) if wants_simclr else None
     if not view_kinds & {"strong", "strong_cutout"}:
-        return ViewMaker(weak, None, cutout, simclr=simclr), ()
+        return ViewMaker(weak, None, cutout, simclr=simclr, labeled=labeled), ()
     if a.strong == "ctaugment":
         cta = CTAugment(
             depth=a.cta_depth,
@@ -116,12 +118,12 @@ def build_views(cfg: Config, view_kinds: set[str]) -> tuple[ViewMaker, tuple[Cal
             translate=a.cta_translate,
             rescale=str(a.cta_rescale),
         )
-        return ViewMaker(weak, cta, cutout, simclr=simclr), (CTAFeedback(cta),)
+        return ViewMaker(weak, cta, cutout, simclr=simclr, labeled=labeled), (CTAFeedback(cta),)
     if a.strong == "randaugment":
-        return ViewMaker(weak, RandAugment(), cutout, True, simclr), ()
+        return ViewMaker(weak, RandAugment(), cutout, True, simclr, labeled), ()
     if a.strong == "randaugment_crest":
-        return ViewMaker(weak, CReSTRandAugment(), cutout, True, simclr), ()
-    return ViewMaker(weak, None, cutout, simclr=simclr), ()
+        return ViewMaker(weak, CReSTRandAugment(), cutout, True, simclr, labeled), ()
+    return ViewMaker(weak, None, cutout, simclr=simclr, labeled=labeled), ()
 
 
 def prepare_data(cfg: Config) -> SSLData:
@@ -206,6 +208,7 @@ def build_run(
     counts = labeled_class_counts or data.labeled_class_counts()
     settle_defaults(cfg, paper_when_auto=True)  # what `semisup.planning` left open
     fill_paper_defaults(cfg.train)
+    cfg.augment.labeled = cfg.augment.labeled or "weak"
     algorithm_cls = ALGORITHMS.get(cfg.algorithm["name"])
     cfg.algorithm = resolve_kwargs(algorithm_cls, cfg.algorithm, "algorithm", ("model", "info"))
     for key in ("steps", "batch_size", "eval_every", "eval_batch_size"):

@@ -271,7 +271,7 @@ def time_evaluation(trainer: Trainer, data: SSLData) -> float:
 
 
 def short_run_settings(cfg: Config) -> list[str]:
-    """EMA warm-up, BatchNorm momentum and scaled schedules for a practical run."""
+    """EMA warm-up and statistics, labeled views, BatchNorm momentum and scaled schedules."""
     notes = []
     t = cfg.train
     steps = t.steps or PAPER_STEPS
@@ -281,6 +281,9 @@ def short_run_settings(cfg: Config) -> list[str]:
     if t.ema_buffers is None:
         t.ema_buffers = "average"
         notes.append("EMA averages the BatchNorm statistics")
+    if cfg.augment.labeled is None:
+        cfg.augment.labeled = "simclr"
+        notes.append("labeled images get SimCLR's crop and colour jitter")
     factory = MODELS.get(cfg.model["name"]) if cfg.model.get("name", "auto") != "auto" else None
     accepts_bn = factory is not None and "bn_momentum" in inspect.signature(factory).parameters
     if steps < SHORT_RUN and accepts_bn and "bn_momentum" not in cfg.model:

@@ -198,3 +198,19 @@ def test_view_maker_draws_simclr_views_from_the_stored_images():
     assert torch.equal(view, SimCLRAugment()(images, torch.Generator().manual_seed(5)))
     with pytest.raises(ValueError, match="simclr transform"):
         ViewMaker(WeakAugment(True), None, lambda x, g: x).make("simclr", images, None)
+
+
+def test_labeled_images_take_the_simclr_view_where_the_algorithm_asks_for_a_weak_one():
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    unlabeled = torch.randint(0, 256, (8, 3, 8, 8), dtype=torch.uint8)
+    maker = ViewMaker(
+        WeakAugment(True), None, lambda x, g: x, simclr=SimCLRAugment(), labeled="simclr"
+    )
+    views = maker({"x": "weak", "u_w": "weak"}, images, unlabeled, torch.Generator().manual_seed(5))
+    generator = torch.Generator().manual_seed(5)
+    assert torch.equal(views["x"], SimCLRAugment()(images, generator))
+    assert torch.equal(views["u_w"], WeakAugment(True)(unlabeled, generator))  # unlabeled: weak
+    with pytest.raises(ValueError, match="needs a ViewMaker built with a simclr transform"):
+        ViewMaker(WeakAugment(True), None, lambda x, g: x, labeled="simclr")
+    with pytest.raises(ValueError, match="labeled must be 'weak' or 'simclr', got 'strong'"):
+        ViewMaker(WeakAugment(True), None, lambda x, g: x, labeled="strong")

@@ -34,6 +34,9 @@ class ViewMaker:
         cutout: the cutout transform appended for "strong_cutout".
         strong_has_cutout: `strong` already ends with a cutout (RandAugment).
         simclr: the transform of "simclr" views (None: the kind is not available).
+        labeled: the kind that replaces "weak" in the labeled images' views (keys starting with
+            "x"): "weak" keeps them, "simclr" gives labeled images SimCLR's crop and colour
+            jitter (`augment.labeled`, practical runs).
     """
 
     def __init__(
@@ -43,7 +46,13 @@ class ViewMaker:
         cutout: Transform,
         strong_has_cutout: bool = False,
         simclr: Transform | None = None,
+        labeled: str = "weak",
     ) -> None:
+        if labeled not in ("weak", "simclr"):
+            raise ValueError(f"labeled must be 'weak' or 'simclr', got {labeled!r}")
+        if labeled == "simclr" and simclr is None:
+            raise ValueError("labeled='simclr' needs a ViewMaker built with a simclr transform")
+        self.labeled = labeled
         self.weak = weak
         self.strong = strong
         self.cutout = cutout
@@ -76,6 +85,8 @@ class ViewMaker:
         out = {}
         for key, kind in views.items():
             source = x if key.startswith("x") else u
+            if kind == "weak" and key.startswith("x"):
+                kind = self.labeled
             if source is None:
                 raise ValueError(f"view '{key}' needs unlabeled images, but the batch has none")
             out[key] = self.make(kind, source, generator)
