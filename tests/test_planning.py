@@ -56,18 +56,28 @@ def test_practical_run_of_given_steps_gets_short_run_settings(monkeypatch):
     assert t.defaults == "practical" and plan.deadline is None and t.time_budget is None
     assert (t.batch_size, t.eval_every, t.ema_warmup) == (16, 4096 // 20, True)
     assert cfg.model["bn_momentum"] == 0.1 and t.ema_buffers == "average"
-    assert cfg.augment.labeled == "simclr"
+    assert cfg.augment.labeled == "weak"  # grey digits: SimCLR's view is for colour images
     assert cfg.algorithm["rampup_steps"] == 64  # 16,384 · 4,096 / 2^20
-    mine, _, _ = _plan(
-        {
-            **steps,
-            "algorithm.rampup_steps": 500,
-            "model.bn_momentum": 0.01,
-            "augment.labeled": "weak",
-        }
-    )
+    mine, _, _ = _plan({**steps, "algorithm.rampup_steps": 500, "model.bn_momentum": 0.01})
     assert mine.algorithm["rampup_steps"] == 500 and mine.model["bn_momentum"] == 0.01
-    assert mine.augment.labeled == "weak"
+
+
+@pytest.mark.parametrize(
+    ("given", "colour", "view"),
+    [
+        (None, True, "simclr"),
+        (None, False, "weak"),
+        ("weak", True, "weak"),
+        ("simclr", False, "simclr"),
+    ],
+)
+def test_practical_runs_give_colour_labeled_images_the_simclr_view(given, colour, view):
+    given_keys = {"train.steps": 4096, "model.name": "cnn", "algorithm.name": "fixmatch"}
+    cfg = build_config(None, {**given_keys, "augment.labeled": given})
+    notes = planning.short_run_settings(cfg, colour)
+    assert cfg.augment.labeled == view
+    announced = "labeled images get SimCLR's crop and colour jitter" in notes
+    assert announced == (given is None and colour)
 
 
 @pytest.mark.parametrize(("wide", "chosen"), [(0.02, {"width": 32}), (0.05, {})])
