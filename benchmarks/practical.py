@@ -130,16 +130,22 @@ def _draw(shape: str, rng: np.random.Generator) -> Image.Image:
 
 
 def train(
-    folder: Path, algorithm: str, budget: str, seed: int, out: Path, num_labels: int | None = None
+    folder: Path,
+    algorithm: str,
+    budget: str,
+    seed: int,
+    out: Path,
+    num_labels: int | None = None,
+    overrides: tuple[str, ...] = (),
 ) -> dict:
-    """One cell: `semisup train` on the folder with the practical defaults; its summary."""
+    """One cell: `semisup train` on the folder with the practical defaults (and `overrides`)."""
     if (out / "summary.json").exists():
         return json.loads((out / "summary.json").read_text())
     command = [sys.executable, "-m", "semisup", "train", "--dataset", "folder"]
     command += ["--data-dir", str(folder), "--algorithm", algorithm, "--seed", str(seed)]
     command += ["--time", budget, "--out", str(out), "--no-report"]
     command += ["--num-labels", str(num_labels)] if num_labels else []
-    command += ["--set", "train.progress=false"]
+    command += ["--set", "train.progress=false", *overrides]
     started = time.monotonic()
     log = out.parent / f"{out.name}.log"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +194,7 @@ def main() -> None:
     parser.add_argument("--algorithms", nargs="+", default=["supervised", "fixmatch"])
     parser.add_argument("--out", type=Path, help="copy each cell's summary.json here")
     parser.add_argument("--build-only", action="store_true", help="make the folders, train none")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides")
     args = parser.parse_args()
     rows = []
     for seed in args.seeds:
@@ -208,7 +215,8 @@ def main() -> None:
                     run = args.work / "runs" / folder.name / budget / algorithm
                     layout_b = args.shapes and args.shapes_layout == "B"
                     num_labels = 15 if layout_b else None
-                    summary = train(folder, algorithm, budget, seed, run, num_labels)
+                    overrides = tuple(args.set)
+                    summary = train(folder, algorithm, budget, seed, run, num_labels, overrides)
                     config = (run / "config.yaml").read_text()
                     model = summary["model"]
                     label = model["name"] + (f" w{model['width']}" if "width" in model else "")
