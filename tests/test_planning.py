@@ -163,12 +163,15 @@ def test_baseline_command_runs_the_same_split_and_data(tmp_path):
     folder = tmp_path / "my images"
     cfg = build_config(None, {"data.name": "folder", "data.dir": str(folder), "train.steps": 9})
     cfg.data.num_labels, cfg.data.split_seed, cfg.model = 10, 3, {"name": "cnn", "width": 32}
+    cfg.augment.labeled, cfg.augment.hflip, cfg.augment.weak_shift = "simclr", False, 0.25
     words = shlex.split(baseline_command(cfg))
     args = build_parser().parse_args(words[1:])
     again = build_config(None, flag_overrides(args))
     assert again.algorithm == {"name": "supervised"} and again.data.dir == str(folder)
     assert (again.data.num_labels, again.data.split_seed, again.train.steps) == (10, 3, 9)
     assert again.model == {"name": "cnn", "width": 32}
+    augment = again.augment
+    assert (augment.labeled, augment.hflip, augment.weak_shift) == ("simclr", False, 0.25)
 
 
 def test_pseudo_label_accuracy_is_not_measured_on_labeled_images(tmp_path):

@@ -36,6 +36,8 @@ BASELINE_TRAIN_KEYS = (
     "ema_buffers",
     "precision",
 )
+# The labeled images' augmentation, the only one the supervised baseline uses.
+BASELINE_AUGMENT_KEYS = ("labeled", "hflip", "weak_shift")
 
 log = logging.getLogger("semisup")
 
@@ -161,4 +163,6 @@ def baseline_command(cfg: Config) -> str:
     sets += [f"model.{key}={value}" for key, value in cfg.model.items()]
     keys = [k for k in BASELINE_TRAIN_KEYS if k != "eval_every" or cfg.train.time_budget is None]
     sets += [f"train.{key}={getattr(cfg.train, key)}" for key in keys]
+    augment = {key: getattr(cfg.augment, key) for key in BASELINE_AUGMENT_KEYS}
+    sets += [f"augment.{key}={value}" for key, value in augment.items() if value is not None]
     return shlex.join([*words, "--set", *sets])
