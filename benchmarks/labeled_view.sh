@@ -13,7 +13,7 @@ export OMP_NUM_THREADS=1
 cnn32=(model.name=cnn model.width=32)
 cnn16=(model.name=cnn model.width=16)
 
-one() {  # one(view, name, seed, data arguments..., -- train arguments...)
+one() {  # one VIEW NAME SEED ARGS...: ARGS go to `semisup train`, then the global $extra sets
     local view=$1 name=$2 seed=$3
     shift 3
     local out=$work/labeled-view/$name-$view/seed$seed

@@ -196,6 +196,7 @@ def main() -> None:
     parser.add_argument("--build-only", action="store_true", help="make the folders, train none")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides")
     args = parser.parse_args()
+    overrides = tuple(args.set)
     rows = []
     for seed in args.seeds:
         folders = (
@@ -215,7 +216,6 @@ def main() -> None:
                     run = args.work / "runs" / folder.name / budget / algorithm
                     layout_b = args.shapes and args.shapes_layout == "B"
                     num_labels = 15 if layout_b else None
-                    overrides = tuple(args.set)
                     summary = train(folder, algorithm, budget, seed, run, num_labels, overrides)
                     config = (run / "config.yaml").read_text()
                     model = summary["model"]
