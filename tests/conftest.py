@@ -3,7 +3,8 @@
 Tests pin what their outcome depends on, so the suite gives the same answers on any machine:
 `SEMISUP_TEST_THREADS` torch threads (default 1), deterministic algorithms, and
 `train.precision=auto` run as `SEMISUP_TEST_PRECISION` (fp32 or bf16, default fp32) whatever
-"auto" picks on the machine. A test of precision itself sets `train.precision` explicitly.
+"auto" picks on the machine; a test that starts `semisup train` as a process passes
+`train.precision=$SEMISUP_TEST_PRECISION` on. A test of precision itself sets `train.precision`.
 `benchmarks/run_test_matrix.sh` runs the suite under each setting.
 """
 
@@ -49,7 +50,8 @@ def precision_setting() -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    precision_setting()  # a bad value stops here, before any test
+    # A bad value stops here, before any test; subprocesses pass the value on (`train.precision`).
+    os.environ["SEMISUP_TEST_PRECISION"] = precision_setting()
     torch.set_num_threads(threads_setting())
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS on GPUs
     # An op without a deterministic kernel (a few CUDA backward passes) warns instead of failing.

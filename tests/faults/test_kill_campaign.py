@@ -38,6 +38,13 @@ COMMON = [
     "train.progress=false",
     "train.tensorboard=false",
 ]
+
+
+def precision_flag() -> str:
+    """The test precision (conftest), so that separate processes never time their own choice."""
+    return f"train.precision={os.environ['SEMISUP_TEST_PRECISION']}"
+
+
 # Per algorithm: extra flags (after COMMON's --set values) and the threads the process uses.
 CAMPAIGN = {
     "fixmatch": (["algorithm.mu=2"], 1),  # CTAugment, its rates checkpointed
@@ -56,7 +63,7 @@ def _start(out: Path, algorithm: str, threads: int, *extra: str) -> subprocess.P
     flags = CAMPAIGN.get(algorithm, ([], 1))[0]
     labels = ["--num-labels", "10"] if algorithm == "simmatch" else []
     command = [sys.executable, "-m", "semisup", "train", "--algorithm", algorithm, *labels]
-    command += ["--out", str(out), *COMMON, *flags, *extra]
+    command += ["--out", str(out), *COMMON, precision_flag(), *flags, *extra]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -140,6 +147,7 @@ def test_sigkill_of_a_time_budget_run_resumes_as_an_uninterrupted_run(tmp_path):
 
     def start(*argv: str) -> subprocess.Popen:
         command = [sys.executable, "-m", "semisup", "train", *argv, *quiet, "train.batch_size=8"]
+        command += [] if "--resume" in argv else [precision_flag()]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
