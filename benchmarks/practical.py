@@ -15,6 +15,7 @@ model the run chose.
 shapes, 5 labeled images per class) with `make_shapes`; `--shapes-layout B` puts the same
 images in layout B (train/<class>/, test/<class>/) and the runs draw their 15 labeled images
 with `--num-labels 15` and the seed, as the issue's command did.
+`--posed` turns and stretches every shape (a folder where 15 labels show few of the poses).
 """
 
 from __future__ import annotations
@@ -84,13 +85,16 @@ def _extract(archive: zipfile.ZipFile, name: str, target: Path, prefix: str = ""
     (target / (f"{prefix}-{base}" if prefix else base)).write_bytes(archive.read(name))
 
 
-def make_shapes(root: Path, seed: int = 0, layout: str = "A") -> Path:
+def make_shapes(root: Path, seed: int = 0, layout: str = "A", posed: bool = False) -> Path:
     """330 32x32 images of circles, squares and triangles; 5 labeled per class, 60 test.
 
     Layout A: labeled/<class>/, unlabeled/, test/<class>/. Layout B: the same images, the
-    labeled and unlabeled ones of each class together in train/<class>/.
+    labeled and unlabeled ones of each class together in train/<class>/. `posed`: each shape
+    also turned by 0-360 degrees and stretched (ellipses, rectangles, thin triangles), so that
+    15 labeled images show few of the poses the test images take.
     """
-    folder = root / (f"shapes-seed{seed}" if layout == "A" else f"shapes-b-seed{seed}")
+    name = f"shapes-seed{seed}" if layout == "A" else f"shapes-b-seed{seed}"
+    folder = root / (name.replace("shapes", "shapes-posed") if posed else name)
     done = root / f"{folder.name}.done"
     if done.exists():
         return folder
@@ -106,7 +110,7 @@ def make_shapes(root: Path, seed: int = 0, layout: str = "A") -> Path:
                     target = folder / split if split == "unlabeled" else folder / split / shape
                 target.mkdir(parents=True, exist_ok=True)
                 name = f"{shape}-{i:03d}.png" if layout == "A" else f"{split}-{shape}-{i:03d}.png"
-                _draw(shape, rng).save(target / name)
+                (_draw_posed if posed else _draw)(shape, rng).save(target / name)
     done.write_text("")
     return folder
 
@@ -124,6 +128,31 @@ def _draw(shape: str, rng: np.random.Generator) -> Image.Image:
         draw.rectangle(box, fill=color)
     else:
         draw.polygon([(x, y - size), (x - size, y + size), (x + size, y + size)], fill=color)
+    return _add_noise(image, rng)
+
+
+def _draw_posed(shape: str, rng: np.random.Generator) -> Image.Image:
+    """A shape turned by 0-360 degrees and stretched to 45-100 % along one axis."""
+    background = tuple(int(v) for v in rng.integers(0, 120, 3))
+    color = tuple(int(v) for v in rng.integers(130, 256, 3))
+    image = Image.new("RGB", (32, 32), background)
+    size, (x, y) = rng.uniform(8, 13), rng.uniform(12, 20, 2)
+    angle, stretch = rng.uniform(0, 2 * np.pi), rng.uniform(0.45, 1.0)
+    if shape == "circle":
+        turns = np.linspace(0, 2 * np.pi, 32, endpoint=False)
+        outline = np.stack([np.cos(turns), np.sin(turns)], axis=1)
+    elif shape == "square":
+        outline = np.array([(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)])
+    else:
+        outline = np.array([(0.0, -1.0), (-1.0, 1.0), (1.0, 1.0)])
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    points = (outline * (size, size * stretch)) @ rotation.T + (x, y)
+    ImageDraw.Draw(image).polygon([tuple(p) for p in points], fill=color)
+    return _add_noise(image, rng)
+
+
+def _add_noise(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Gaussian pixel noise of standard deviation 12 (of 255)."""
     noise = rng.normal(0, 12, (32, 32, 3))
     pixels = np.clip(np.asarray(image, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
     return Image.fromarray(pixels)
@@ -185,6 +214,7 @@ def main() -> None:
     parser.add_argument("--zip", type=Path, help="the CIFAR-10 JPEG zip")
     parser.add_argument("--shapes", action="store_true", help="the synthetic shapes folder")
     parser.add_argument("--shapes-layout", choices=["A", "B"], default="A")
+    parser.add_argument("--posed", action="store_true", help="shapes turned and stretched")
     parser.add_argument("--work", type=Path, required=True, help="where folders and runs go")
     parser.add_argument("--labels", type=int, nargs="+", default=[4, 25])
     parser.add_argument("--unlabeled", type=int, default=10000)
@@ -200,7 +230,7 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         folders = (
-            [make_shapes(args.work, seed, args.shapes_layout)]
+            [make_shapes(args.work, seed, args.shapes_layout, args.posed)]
             if args.shapes
             else [
                 make_cifar_folder(args.zip, args.work, n, args.unlabeled, args.test, seed)
