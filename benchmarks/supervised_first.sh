@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Supervised-only training first, then a semi-supervised run from its weights (`--init-from`),
-# against one semi-supervised run of the whole budget (benchmarks/README.md, "Supervised
-# training first"). Each phase gets half the budget; both phases use the small CNN (width 16),
-# the model the practical defaults choose for the semi-supervised runs. Seeds 1 and 2 run side
-# by side on one thread each.
+# Supervised-only training first, then FixMatch and FlexMatch from its weights (`--init-from`)
+# (benchmarks/README.md, "A harder shapes folder, and supervised training first", compares them
+# with `practical.py`'s runs of the whole budget). Each phase gets half the budget; both use the
+# small CNN (width 16), the model the practical defaults choose for the semi-supervised runs.
+# Seeds 1 and 2 run side by side on one thread each.
 #
 # Usage: bash benchmarks/supervised_first.sh WORK NAME HALF   (from the repository root), e.g.
 #   bash benchmarks/supervised_first.sh /tmp/practical shapes-posed 2m

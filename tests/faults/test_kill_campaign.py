@@ -147,7 +147,7 @@ def test_sigkill_of_a_time_budget_run_resumes_as_an_uninterrupted_run(tmp_path):
 
     def start(*argv: str) -> subprocess.Popen:
         command = [sys.executable, "-m", "semisup", "train", *argv, *quiet, "train.batch_size=8"]
-        command += [] if "--resume" in argv else [precision_flag()]
+        command.append(precision_flag())
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
