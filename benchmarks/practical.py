@@ -115,10 +115,15 @@ def make_shapes(root: Path, seed: int = 0, layout: str = "A", posed: bool = Fals
     return folder
 
 
-def _draw(shape: str, rng: np.random.Generator) -> Image.Image:
+def _canvas(rng: np.random.Generator) -> tuple[Image.Image, tuple[int, ...]]:
+    """A 32x32 image of a random dark background, and a random light colour to draw with."""
     background = tuple(int(v) for v in rng.integers(0, 120, 3))
     color = tuple(int(v) for v in rng.integers(130, 256, 3))
-    image = Image.new("RGB", (32, 32), background)
+    return Image.new("RGB", (32, 32), background), color
+
+
+def _draw(shape: str, rng: np.random.Generator) -> Image.Image:
+    image, color = _canvas(rng)
     draw = ImageDraw.Draw(image)
     size, (x, y) = rng.uniform(8, 14), rng.uniform(10, 22, 2)
     box = (x - size, y - size, x + size, y + size)
@@ -133,9 +138,7 @@ def _draw(shape: str, rng: np.random.Generator) -> Image.Image:
 
 def _draw_posed(shape: str, rng: np.random.Generator) -> Image.Image:
     """A shape turned by 0-360 degrees and stretched to 45-100 % along one axis."""
-    background = tuple(int(v) for v in rng.integers(0, 120, 3))
-    color = tuple(int(v) for v in rng.integers(130, 256, 3))
-    image = Image.new("RGB", (32, 32), background)
+    image, color = _canvas(rng)
     size, (x, y) = rng.uniform(8, 13), rng.uniform(12, 20, 2)
     angle, stretch = rng.uniform(0, 2 * np.pi), rng.uniform(0.45, 1.0)
     if shape == "circle":
