@@ -189,6 +189,12 @@ def train(
     return summary
 
 
+def _steps(summary: dict) -> str:
+    """The cell's steps; "supervised + algorithm" after a supervised phase."""
+    phase = summary.get("supervised_phase")
+    return f"{phase['steps']} + {summary['steps']}" if phase else str(summary["steps"])
+
+
 def table(rows: list[dict]) -> str:
     """Markdown: one row per (folder, budget, algorithm), accuracy per seed."""
     lines = [
@@ -203,7 +209,7 @@ def table(rows: list[dict]) -> str:
             key=lambda r: r["seed"],
         )
         accuracy = ", ".join(f"{100 * c['test_accuracy']:.1f}" for c in cells)
-        steps = ", ".join(str(c["steps"]) for c in cells)
+        steps = ", ".join(_steps(c) for c in cells)
         wall = ", ".join(f"{c['command_seconds']:.0f}" for c in cells)
         model = cells[0]["model"]
         lines.append(

@@ -80,9 +80,13 @@ def test_practical_runs_give_colour_labeled_images_the_simclr_view(given, colour
     assert announced == (given is None and colour)
 
 
-@pytest.mark.parametrize(("wide", "chosen"), [(0.02, {"width": 32}), (0.05, {})])
-def test_model_is_the_largest_that_leaves_time_for_enough_steps(monkeypatch, wide, chosen):
+@pytest.mark.parametrize(
+    ("share", "wide", "chosen"),
+    [(0.0, 0.02, {"width": 32}), (0.0, 0.05, {}), (0.5, 0.01, {"width": 32}), (0.5, 0.02, {})],
+)
+def test_model_is_the_largest_that_leaves_time_for_enough_steps(monkeypatch, share, wide, chosen):
     # 60 s, 2,000 steps: the wide CNN fits at 0.02 s per pass (40 s < 0.93 · 60), not at 0.05.
+    # With half the budget for a supervised phase, the algorithm's 30 s fit 0.01 s, not 0.02.
     monkeypatch.setattr(planning, "time_forward_backward", _fake_pass({16: 0.001, 32: wide}))
 
     def sized(cfg, data, seconds):
@@ -90,7 +94,8 @@ def test_model_is_the_largest_that_leaves_time_for_enough_steps(monkeypatch, wid
         return "sized"
 
     monkeypatch.setattr(planning, "size_to_budget", sized)
-    cfg, _, _ = _plan({"train.time_budget": "60s"})
+    monkeypatch.setattr(planning, "size_supervised_phase", sized)
+    cfg, _, _ = _plan({"train.time_budget": "60s", "train.supervised_first": share})
     assert cfg.model == {"name": "cnn", **chosen, "bn_momentum": 0.1}
 
 
@@ -155,8 +160,11 @@ def test_time_budget_run_ends_within_budget_and_reports_it(tmp_path, capsys):
     assert elapsed < 15 + 10  # the budget, plus the final evaluation and the report's slack
     plan = captured.err.splitlines()[1]
     assert plan.startswith("plan: practical defaults; algorithm flexmatch; budget 15s")
+    # The supervised phase's evaluations come first, then the algorithm's.
+    phase = json.loads((out / "supervised-first" / "summary.json").read_text())
     evaluations = [line for line in captured.out.splitlines() if line.startswith("step ")]
-    assert len(evaluations) == summary["evaluations"] and "steps/s" in evaluations[0]
+    assert len(evaluations) == phase["evaluations"] + summary["evaluations"]
+    assert "steps/s" in evaluations[0] and summary["supervised_phase"]["steps"] == phase["steps"]
 
 
 def test_baseline_command_runs_the_same_split_and_data(tmp_path):

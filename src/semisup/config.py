@@ -75,6 +75,11 @@ class TrainConfig:
     # step-counted schedule defaults (ramp-ups, warm-ups) scaled from 2^20 steps to this run's
     # length; None: no (paper), yes (practical)
     scale_schedules: bool | None = None
+    # practical runs of a semi-supervised algorithm train on the labeled images alone for this
+    # share of the time budget first, then start the algorithm from those weights
+    # (`semisup.supervised_phase`); None: 0.5 (practical, with a budget), else 0 (off)
+    supervised_first: float | None = None
+    supervised_steps: int | None = None  # that supervised phase's steps; None: from the share
     checkpoint_every: str = "5m"  # wall-clock time between checkpoints (besides evaluations)
     seed: int = 0  # seeds everything (and the labeled split unless data.split_seed is set)
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -147,17 +147,25 @@ def prepare_data(cfg: Config) -> SSLData:
     return data
 
 
-def build_configured_model(cfg: Config, data: SSLData, pretrained: bool) -> nn.Module:
+def build_configured_model(
+    cfg: Config,
+    data: SSLData,
+    pretrained: bool,
+    start_weights: dict[str, torch.Tensor] | None = None,
+) -> nn.Module:
     """The registered model `cfg.model` names ("auto": by image size), its keys resolved.
 
-    With `pretrained`, `model.pretrained` is loaded into it.
+    It is filled with `start_weights` when given (a supervised phase's EMA weights), else, with
+    `pretrained`, with `model.pretrained`.
     """
     in_channels, size = data.images.shape[1], data.images.shape[2]
     if cfg.model.get("name", "auto") == "auto":
         cfg.model["name"] = default_model_name(size)
     cfg.model = resolve_model_section(cfg.model)
     model = build_model_from_section(cfg.model, data.num_classes, in_channels)
-    if pretrained and cfg.model["pretrained"]:
+    if start_weights is not None:
+        model.load_state_dict(start_weights)
+    elif pretrained and cfg.model["pretrained"]:
         load_pretrained(model, cfg.model["pretrained"], tuple(data.class_names))
     record_input_normalization(cfg, model)
     return model
@@ -188,6 +196,7 @@ def build_run(
     labeled_class_counts: tuple[int, ...] | None = None,
     model: nn.Module | None = None,
     pretrained: bool = True,
+    start_weights: dict[str, torch.Tensor] | None = None,
 ) -> Trainer:
     """Builds the model, algorithm, views and trainer of `cfg` on the split `data`.
 
@@ -204,6 +213,7 @@ def build_run(
             API's custom modules); `cfg.model` then records its class (`describe_custom_model`).
         pretrained: load `model.pretrained` (False when a checkpoint will replace the weights:
             resuming, evaluating).
+        start_weights: the model's weights to start from instead (`semisup.supervised_phase`).
     """
     counts = labeled_class_counts or data.labeled_class_counts()
     settle_defaults(cfg, paper_when_auto=True)  # what `semisup.planning` left open
@@ -218,7 +228,7 @@ def build_run(
     seed_everything(cfg.train.seed)
 
     if model is None:
-        model = build_configured_model(cfg, data, pretrained)
+        model = build_configured_model(cfg, data, pretrained, start_weights)
     else:
         cfg.model = describe_custom_model(model)
 

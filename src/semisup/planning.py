@@ -13,7 +13,10 @@ spends a wall-clock budget as well as this machine allows:
 5. the step count: a few real training steps and a test-set pass are timed, and the budget
    becomes steps and about 20 evaluations (`engine.budget.fit_to_budget`);
 6. what short runs need: EMA warm-up, BatchNorm momentum 0.1 below 2^17 steps, and the
-   algorithm's step-counted schedules (ramp-ups, warm-ups) scaled from 2^20 steps to the run.
+   algorithm's step-counted schedules (ramp-ups, warm-ups) scaled from 2^20 steps to the run;
+7. a supervised phase first (`semisup.supervised_phase`): a semi-supervised algorithm on a
+   budget spends `train.supervised_first` of it (0.5 unless set) training on the labeled images
+   alone, its steps timed and sized like the algorithm's; the model is chosen for the rest.
 
 Every choice is written into the config (so config.yaml holds it and `--resume` repeats the run
 exactly) and explained in one log line.
@@ -41,12 +44,18 @@ from semisup.config import (
     settle_defaults,
 )
 from semisup.data.ssl import SSLData
-from semisup.engine.budget import fit_to_budget, format_duration, parse_duration
+from semisup.engine.budget import Schedule, fit_to_budget, format_duration, parse_duration
 from semisup.engine.metrics import predict_logits
 from semisup.engine.runtime import Runtime, cpu_has_native_bf16, resolve_device, resolve_runtime
 from semisup.engine.trainer import Trainer
 from semisup.experiment import build_run
 from semisup.models import MODELS, build_model, build_model_from_section, default_model_name
+from semisup.supervised_phase import (
+    PHASE_EVALUATIONS,
+    PRACTICAL_SHARE,
+    check_phase_settings,
+    phase_config,
+)
 
 log = logging.getLogger("semisup")
 
@@ -103,17 +112,41 @@ def plan_run(cfg: Config, data: SSLData, started: float) -> Plan:
     if practical and t.batch_size is None:
         t.batch_size = PRACTICAL_BATCH.get(device.type, 64)
         notes.append(f"labeled batch {t.batch_size} ({device.type})")
+    budgeted = t.steps is None and budget is not None
+    share = supervised_share(cfg, practical, budgeted, notes)
     if practical and cfg.model.get("name", "auto") == "auto" and not cfg.model.get("pretrained"):
-        notes.append(choose_model(cfg, data, device, budget or _default_budget(device), started))
+        algorithm_budget = (1 - share) * (budget or _default_budget(device))
+        notes.append(choose_model(cfg, data, device, algorithm_budget, started))
     if t.precision == "auto":
         notes.append(choose_precision(cfg, data, device))
-    if t.steps is None and budget is not None:
-        notes.append(size_to_budget(cfg, data, budget - (time.monotonic() - started)))
+    if budget is not None and budgeted:
+        left = budget - (time.monotonic() - started)
+        if share:
+            notes.append(size_supervised_phase(cfg, data, share * left))
+        notes.append(size_to_budget(cfg, data, (1 - share) * left))
     if practical:
         notes += short_run_settings(cfg, colour=data.images.shape[1] == 3)
     fill_paper_defaults(t)
     deadline = started + budget if budget is not None else None
     return Plan(deadline=deadline, notes=notes)
+
+
+def supervised_share(cfg: Config, practical: bool, budgeted: bool, notes: list[str]) -> float:
+    """The share of the budget the supervised phase takes (0: none); checks its settings.
+
+    Practical runs of a semi-supervised algorithm sized to a budget get `PRACTICAL_SHARE`.
+    """
+    t = cfg.train
+    semi_supervised = cfg.algorithm["name"] != "supervised"
+    unset = t.supervised_first is None and t.supervised_steps is None
+    if practical and budgeted and semi_supervised and unset:
+        t.supervised_first = PRACTICAL_SHARE
+        notes.append(
+            f"supervised training first for {PRACTICAL_SHARE:.0%} of the budget "
+            "(train.supervised_first; 0 turns it off)"
+        )
+    check_phase_settings(cfg, budgeted)
+    return float(t.supervised_first or 0.0) if budgeted else 0.0
 
 
 def _default_budget(device: torch.device) -> float:
@@ -211,6 +244,44 @@ def choose_precision(cfg: Config, data: SSLData, device: torch.device) -> str:
 
 def size_to_budget(cfg: Config, data: SSLData, seconds: float) -> str:
     """Sets `train.steps` and `train.eval_every` from timed training steps and evaluation."""
+    timed = time_schedule(cfg, data, seconds)
+    cfg.train.steps = timed.schedule.steps
+    if cfg.train.eval_every is None:
+        cfg.train.eval_every = timed.schedule.eval_every
+    return (
+        f"{timed.schedule.steps} steps ({timed.step_seconds:.3f} s each, measured) with an "
+        f"evaluation every {cfg.train.eval_every} ({timed.eval_seconds:.1f} s each)"
+    )
+
+
+def size_supervised_phase(cfg: Config, data: SSLData, seconds: float) -> str:
+    """Sets `train.supervised_steps` from timed steps of the supervised phase."""
+    trial = copy.deepcopy(cfg)
+    trial.train.supervised_steps = PAPER_STEPS  # any length: only the step time is measured
+    phase = phase_config(trial)
+    timed = time_schedule(phase, data, seconds, PHASE_EVALUATIONS, PHASE_EVALUATIONS)
+    cfg.train.supervised_steps = timed.schedule.steps
+    return (
+        f"supervised phase {timed.schedule.steps} steps ({timed.step_seconds:.3f} s each, measured)"
+    )
+
+
+@dataclass
+class TimedSchedule:
+    """A schedule fitted to a budget, with the step and evaluation times it was fitted to."""
+
+    schedule: Schedule
+    step_seconds: float
+    eval_seconds: float
+
+
+def time_schedule(
+    cfg: Config, data: SSLData, seconds: float, evaluations: int = 20, min_evaluations: int = 10
+) -> TimedSchedule:
+    """Times training steps and an evaluation of `cfg`'s run; fits `seconds` with them.
+
+    `evaluations` and `min_evaluations`: as in `fit_to_budget`.
+    """
     trial = copy.deepcopy(cfg)
     fill_paper_defaults(trial.train)
     trial.train.eval_every = trial.train.steps
@@ -225,14 +296,10 @@ def size_to_budget(cfg: Config, data: SSLData, seconds: float) -> str:
     step_seconds = sorted(timed)[len(timed) // 2]
     eval_seconds = time_evaluation(trainer, data)
     left = seconds - 2 * sum(timed)  # the time spent measuring is spent
-    schedule = fit_to_budget(PLAN_SHARE * left, step_seconds, eval_seconds)
-    cfg.train.steps = schedule.steps
-    if cfg.train.eval_every is None:
-        cfg.train.eval_every = schedule.eval_every
-    return (
-        f"{schedule.steps} steps ({step_seconds:.3f} s each, measured) with an evaluation every "
-        f"{cfg.train.eval_every} ({eval_seconds:.1f} s each)"
+    schedule = fit_to_budget(
+        PLAN_SHARE * left, step_seconds, eval_seconds, evaluations, min_evaluations
     )
+    return TimedSchedule(schedule, step_seconds, eval_seconds)
 
 
 def _timed_enough(timed: list[float], seconds: float) -> bool:

@@ -84,6 +84,8 @@ FIELD_RANGES: dict[str, Range] = {
     "train.seed": SEED,
     "train.grad_clip": POSITIVE,
     "train.keep_checkpoints": COUNT,
+    "train.supervised_first": Range(0, 1, high_open=True),  # share of the budget; 1: no algorithm
+    "train.supervised_steps": NONNEGATIVE,  # 0: no supervised phase
     "optim.lr": POSITIVE,
     "optim.momentum": DECAY,
     "optim.weight_decay": Range(0, 1, high_open=True),

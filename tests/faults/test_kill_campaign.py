@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from semisup.algorithms import ALGORITHMS
+from semisup.supervised_phase import PHASE_DIR
 
 from .helpers import assert_finite_checkpoint, assert_same_run
 
@@ -123,6 +124,22 @@ def straight_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, int
 )
 def test_kill_then_resume_is_bit_identical(tmp_path, straight_run, algorithm, moment):
     _trial(tmp_path, straight_run(algorithm, 1), algorithm, 1, moment, seed=3)
+
+
+@pytest.mark.parametrize("phase", ["supervised", "algorithm"])
+def test_kill_in_either_phase_then_resume_is_bit_identical(tmp_path, phase):
+    """A run with a supervised phase, killed in the phase (mid-write) or after it, resumed."""
+    steps = "train.supervised_steps=6"
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    _finish(_start(straight, "fixmatch", 1, steps))
+    watched, moment = (
+        (killed / PHASE_DIR, "mid-write") if phase == "supervised" else (killed, "random")
+    )
+    _kill(_start(killed, "fixmatch", 1, steps), watched, moment, random.Random(2))
+    assert (killed / PHASE_DIR / "summary.json").exists() == (phase == "algorithm")
+    _finish(_start(killed, "fixmatch", 1, steps, "--resume"))
+    assert_same_run(straight / PHASE_DIR, killed / PHASE_DIR)
+    assert_same_run(straight, killed)
 
 
 @pytest.mark.slow

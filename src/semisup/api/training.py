@@ -42,6 +42,7 @@ from semisup.files import write_json, write_yaml
 from semisup.inference import TrainedModel
 from semisup.models.inputs import to_model_input
 from semisup.planning import plan_run
+from semisup.supervised_phase import PHASE_DIR, PhaseResult, run_supervised_phase
 
 IN_MEMORY = "in_memory"  # the `data.name` of runs on data given from Python
 # What a run directory holds; `replace=True` deletes these before a new run is written there.
@@ -199,7 +200,9 @@ def run_training(
                     "model, give steps instead (or register it: semisup.models.MODELS)"
                 )
             deadline = plan_run(cfg, data, started).deadline
-        trainer = build_run(cfg, data, run_dir, model=model)
+        phase = _supervised_phase(cfg, data, model, run_dir, deadline)
+        weights = phase.weights if phase is not None else None
+        trainer = build_run(cfg, data, run_dir, model=model, start_weights=weights)
         trainer.clock.deadline = deadline
         _check_unlabeled(trainer, cfg)
         if model is not None:
@@ -209,6 +212,8 @@ def run_training(
         with _printing(verbose):
             result = trainer.fit()
     summary = summary_record(cfg, trainer, result)
+    if phase is not None:
+        summary["supervised_phase"] = {"steps": phase.steps, "wall_seconds": phase.wall_seconds}
     if run_dir is not None:
         write_json(run_dir / "summary.json", summary)
     ema = TrainedModel(
@@ -230,7 +235,28 @@ def _prepare_run_dir(out_dir: str | Path | None, replace: bool) -> Path | None:
     for numbered in run_dir.glob("checkpoint-*.pt"):
         numbered.unlink()
     shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+    shutil.rmtree(run_dir / PHASE_DIR, ignore_errors=True)
     return run_dir
+
+
+def _supervised_phase(
+    cfg: Config,
+    data: SSLData,
+    model: nn.Module | None,
+    run_dir: Path | None,
+    deadline: float | None,
+) -> PhaseResult | None:
+    """Runs the supervised phase the config or the plan gives (`semisup.supervised_phase`)."""
+    if not cfg.train.supervised_steps:
+        return None
+    if model is not None:
+        raise UserError(
+            "train.supervised_steps trains a registered model supervised first; with a module "
+            "as the model, leave it unset (or train it supervised in a run of its own)"
+        )
+    share = cfg.train.supervised_first or 0.0
+    seconds = share * (deadline - time.monotonic()) if deadline is not None and share else None
+    return run_supervised_phase(cfg, data, run_dir, seconds, write=run_dir is not None)
 
 
 def _check_unlabeled(trainer: Trainer, cfg: Config) -> None:

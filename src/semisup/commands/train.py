@@ -26,6 +26,7 @@ from semisup.errors import UserError
 from semisup.experiment import build_run, prepare_data
 from semisup.files import write_json, write_yaml
 from semisup.planning import plan_run
+from semisup.supervised_phase import PHASE_DIR, run_supervised_phase
 
 # The engine settings the supervised baseline takes over, so it trains the same way.
 BASELINE_TRAIN_KEYS = (
@@ -87,11 +88,17 @@ def _train(
         if plan is not None:
             deadline = plan.deadline
             log.info("plan: %s", "; ".join(plan.notes))
+    if main and cfg.train.supervised_steps and not args.resume:
+        write_yaml(run_dir / "config.yaml", cfg.to_dict())  # the phase's resume reads it
+    seconds = _phase_seconds(cfg, deadline, args.resume and main)
+    phase = run_supervised_phase(cfg, data, run_dir, seconds, write=main)
     resuming = args.resume and (run_dir / "checkpoint.pt").exists()
-    trainer = build_run(cfg, data, run_dir, pretrained=not resuming)
+    weights = phase.weights if phase is not None and not resuming else None
+    trainer = build_run(cfg, data, run_dir, pretrained=not resuming, start_weights=weights)
     start_trainer(trainer, run_dir, args.resume, write=main)
     if args.resume and cfg.train.time_budget is not None and main:
-        deadline = started + parse_duration(cfg.train.time_budget) - trainer.wall_seconds
+        spent = trainer.wall_seconds + (phase.wall_seconds if phase is not None else 0.0)
+        deadline = started + parse_duration(cfg.train.time_budget) - spent
     trainer.clock.deadline = deadline
     if main:
         write_yaml(run_dir / "config.yaml", cfg.to_dict())
@@ -115,6 +122,13 @@ def _train(
     if not main:
         return 0
     summary = summary_record(cfg, trainer, result)
+    if phase is not None:
+        summary["supervised_phase"] = {
+            "steps": phase.steps,
+            "planned_steps": cfg.train.supervised_steps,
+            "wall_seconds": round(phase.wall_seconds, 2),
+            "run_dir": str(run_dir / PHASE_DIR),
+        }
     write_json(run_dir / "summary.json", summary)
     if not args.no_report:
         report.report_after_training(run_dir)
@@ -122,9 +136,23 @@ def _train(
     return 0
 
 
+def _phase_seconds(cfg: Config, deadline: float | None, resume: bool) -> float | None:
+    """The supervised phase's whole budget: its share of what is left (resumed: of it all)."""
+    share = cfg.train.supervised_first or 0.0
+    if resume and cfg.train.time_budget is not None:
+        return share * parse_duration(cfg.train.time_budget)
+    return share * (deadline - time.monotonic()) if deadline is not None and share else None
+
+
 def final_message(summary: dict[str, Any], cfg: Config, run_dir: Path) -> str:
     """What `semisup train` prints at the end: the result, and the supervised baseline's command."""
     lines = [f"run saved in {run_dir}"]
+    if "supervised_phase" in summary:
+        phase = summary["supervised_phase"]
+        lines.append(
+            f"{summary['algorithm']} started from {phase['steps']} steps of supervised training "
+            f"(train.supervised_steps), saved in {phase['run_dir']}"
+        )
     if summary["test_accuracy"] is not None:
         lines.append(
             f"{summary['algorithm']}: test accuracy {100 * summary['test_accuracy']:.2f}% "
