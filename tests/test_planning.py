@@ -74,7 +74,7 @@ def test_practical_run_of_given_steps_gets_short_run_settings(monkeypatch):
 def test_practical_runs_give_colour_labeled_images_the_simclr_view(given, colour, view):
     given_keys = {"train.steps": 4096, "model.name": "cnn", "algorithm.name": "fixmatch"}
     cfg = build_config(None, {**given_keys, "augment.labeled": given})
-    notes = planning.short_run_settings(cfg, colour)
+    notes = planning.step_settings(cfg, colour)
     assert cfg.augment.labeled == view
     announced = "labeled images get SimCLR's crop and colour jitter" in notes
     assert announced == (given is None and colour)
