@@ -31,6 +31,7 @@ import torch
 from semisup.commands.rundir import start_trainer, summary_record
 from semisup.config import Config
 from semisup.data.ssl import SSLData
+from semisup.durations import parse_duration
 from semisup.engine.checkpoint import load_checkpoint
 from semisup.engine.runtime import resolve_device
 from semisup.errors import UserError
@@ -81,6 +82,20 @@ def check_phase_settings(cfg: Config, budgeted: bool) -> None:
             "this run's steps are set: give --time instead of --steps, or the supervised "
             "phase's own length as train.supervised_steps"
         )
+
+
+def phase_seconds(cfg: Config, deadline: float | None, resumed: bool) -> float | None:
+    """The supervised phase's whole wall-clock budget (None: no share of a budget set).
+
+    Its share of the time left before `deadline`; in a resumed command, of the whole
+    `train.time_budget` (the phase subtracts the time it already spent).
+    """
+    share = cfg.train.supervised_first or 0.0
+    if not share:
+        return None
+    if resumed and cfg.train.time_budget is not None:
+        return share * parse_duration(cfg.train.time_budget)
+    return share * (deadline - time.monotonic()) if deadline is not None else None
 
 
 @dataclass

@@ -13,7 +13,7 @@ import semisup
 from semisup import planning
 from semisup.config import build_config
 from semisup.experiment import prepare_data
-from semisup.supervised_phase import PHASE_DIR, phase_config
+from semisup.supervised_phase import PHASE_DIR, phase_config, phase_seconds
 
 from .helpers import assert_clean_failure, assert_same_run, run_cli
 
@@ -34,6 +34,15 @@ def test_the_phase_is_the_run_with_supervised_training_for_its_steps():
     assert (t.supervised_first, t.supervised_steps) == (0.0, 0)  # no phase of its own
     assert phase.model == cfg.model and phase.augment == cfg.augment and phase.data == cfg.data
     assert cfg.algorithm["name"] == "fixmatch"  # the run's own config is left as it was
+
+
+def test_the_phase_gets_its_share_of_the_time_left_or_of_a_resumed_budget():
+    cfg = build_config(None, {"train.time_budget": "2m", "train.supervised_first": 0.25})
+    deadline = time.monotonic() + 100
+    assert phase_seconds(cfg, deadline, resumed=False) == pytest.approx(25, abs=0.5)
+    assert phase_seconds(cfg, deadline, resumed=True) == 30  # a quarter of 2 minutes
+    cfg.train.supervised_first = 0.0  # a phase of given steps: no deadline of its own
+    assert phase_seconds(cfg, deadline, resumed=True) is None
 
 
 def _plan(overrides):

@@ -42,7 +42,12 @@ from semisup.files import write_json, write_yaml
 from semisup.inference import TrainedModel
 from semisup.models.inputs import to_model_input
 from semisup.planning import plan_run
-from semisup.supervised_phase import PHASE_DIR, PhaseResult, run_supervised_phase
+from semisup.supervised_phase import (
+    PHASE_DIR,
+    PhaseResult,
+    phase_seconds,
+    run_supervised_phase,
+)
 
 IN_MEMORY = "in_memory"  # the `data.name` of runs on data given from Python
 # What a run directory holds; `replace=True` deletes these before a new run is written there.
@@ -254,8 +259,7 @@ def _supervised_phase(
             "train.supervised_steps trains a registered model supervised first; with a module "
             "as the model, leave it unset (or train it supervised in a run of its own)"
         )
-    share = cfg.train.supervised_first or 0.0
-    seconds = share * (deadline - time.monotonic()) if deadline is not None and share else None
+    seconds = phase_seconds(cfg, deadline, resumed=False)
     return run_supervised_phase(cfg, data, run_dir, seconds, write=run_dir is not None)
 
 

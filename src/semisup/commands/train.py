@@ -26,7 +26,7 @@ from semisup.errors import UserError
 from semisup.experiment import build_run, prepare_data
 from semisup.files import write_json, write_yaml
 from semisup.planning import plan_run
-from semisup.supervised_phase import PHASE_DIR, run_supervised_phase
+from semisup.supervised_phase import PHASE_DIR, phase_seconds, run_supervised_phase
 
 # The engine settings the supervised baseline takes over, so it trains the same way.
 BASELINE_TRAIN_KEYS = (
@@ -90,7 +90,7 @@ def _train(
             log.info("plan: %s", "; ".join(plan.notes))
     if main and cfg.train.supervised_steps and not args.resume:
         write_yaml(run_dir / "config.yaml", cfg.to_dict())  # the phase's resume reads it
-    seconds = _phase_seconds(cfg, deadline, args.resume and main)
+    seconds = phase_seconds(cfg, deadline, resumed=args.resume and main)
     phase = run_supervised_phase(cfg, data, run_dir, seconds, write=main)
     resuming = args.resume and (run_dir / "checkpoint.pt").exists()
     weights = phase.weights if phase is not None and not resuming else None
@@ -134,14 +134,6 @@ def _train(
         report.report_after_training(run_dir)
     print(final_message(summary, cfg, run_dir))
     return 0
-
-
-def _phase_seconds(cfg: Config, deadline: float | None, resume: bool) -> float | None:
-    """The supervised phase's whole budget: its share of what is left (resumed: of it all)."""
-    share = cfg.train.supervised_first or 0.0
-    if resume and cfg.train.time_budget is not None:
-        return share * parse_duration(cfg.train.time_budget)
-    return share * (deadline - time.monotonic()) if deadline is not None and share else None
 
 
 def final_message(summary: dict[str, Any], cfg: Config, run_dir: Path) -> str:
