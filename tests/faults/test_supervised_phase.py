@@ -121,6 +121,22 @@ def test_one_run_with_a_phase_equals_a_supervised_run_then_init_from(tmp_path, c
     assert summary["supervised_phase"]["steps"] == 6 and summary["steps"] == 4
 
 
+def test_a_run_stopped_between_its_phases_resumes_from_the_finished_phase(tmp_path, capsys):
+    argv = ["train", *RUN, "train.supervised_steps=6", "train.eval_every=2", *ENGINE]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert run_cli(capsys, *argv, "--out", str(straight))[0] == 0
+    assert run_cli(capsys, *argv, "--out", str(stopped))[0] == 0
+    # What a kill right after the phase leaves: config.yaml (written before it) and the phase.
+    for path in [*stopped.glob("checkpoint*.pt"), stopped / "metrics.jsonl"]:
+        path.unlink()
+    phase_checkpoint = (stopped / PHASE_DIR / "checkpoint.pt").read_bytes()
+    code, _, err = run_cli(capsys, *argv, "--out", str(stopped), "--resume")
+    assert code == 0, err
+    assert "supervised phase: finished earlier (6 steps" in err
+    assert (stopped / PHASE_DIR / "checkpoint.pt").read_bytes() == phase_checkpoint  # not rerun
+    assert_same_run(straight, stopped)
+
+
 def test_the_python_api_runs_the_phase_and_refuses_it_for_a_module():
     from sklearn.datasets import load_digits
 
