@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import html
 import json
 import logging
 import math
@@ -138,6 +139,16 @@ def test_full_run_has_every_plot_and_the_config(full_report):
     assert "cat" in page and "bird" in page  # class names from summary.json label the axes
     # median of the four EMA accuracies 0.6..0.9 is 0.75: error 25.00%
     assert "75.00%" in page and "25.00%" in page
+
+
+def test_a_run_after_a_supervised_phase_says_so(tmp_path):
+    run_dir = write_run(tmp_path / "run")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["supervised_phase"] = {"steps": 812, "run_dir": "runs/x/supervised-first"}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    page = render(load_run(run_dir))
+    fact = "812 steps before this run's first step, a run of its own in runs/x/supervised-first"
+    assert f"<td>supervised training first</td><td>{html.escape(fact)}</td>" in page
 
 
 def test_supervised_run_without_test_set_gets_notes_instead_of_plots(tmp_path):

@@ -60,12 +60,15 @@ def _facts(run: RunData) -> list[tuple[str, str]]:
     wall = summary.get("wall_seconds") or (
         run.history[-1].get("wall_seconds") if run.history else None
     )
+    phase = summary.get("supervised_phase")
+    first = [] if not phase else [("supervised training first", _phase_fact(phase))]
     return [
         ("algorithm", str(config.get("algorithm", {}).get("name", summary.get("algorithm", "?")))),
         ("data set", str(data.get("name", summary.get("dataset", "?")))),
         ("labeled images", str(data.get("num_labels", summary.get("num_labels", "?")))),
         ("seed", str(train.get("seed", summary.get("seed", "?")))),
         ("model", str(config.get("model", {}).get("name", "?"))),
+        *first,
         ("status", status),
         ("test accuracy, EMA (last evaluation)", _percent(run.last("test_accuracy"))),
         ("test accuracy, raw weights (last evaluation)", _percent(run.last("test_accuracy_raw"))),
@@ -74,6 +77,12 @@ def _facts(run: RunData) -> list[tuple[str, str]]:
         ("evaluations", str(len(run.history))),
         ("training time", "–" if wall is None else f"{wall / 60:.1f} min"),
     ]
+
+
+def _phase_fact(phase: dict[str, Any]) -> str:
+    """The supervised phase a run started from (its steps here, its own report beside)."""
+    where = f", a run of its own in {phase['run_dir']}" if phase.get("run_dir") else ""
+    return f"{phase['steps']} steps before this run's first step{where}"
 
 
 def render(run: RunData) -> str:
