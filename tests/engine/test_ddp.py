@@ -120,6 +120,31 @@ def test_torchrun_cli_writes_one_run_from_rank_zero(tmp_path):
     assert "on 2 processes" in result.stderr
 
 
+def test_torchrun_runs_the_supervised_phase_then_the_algorithm(tmp_path):
+    result = _torchrun(
+        2,
+        "-m",
+        "semisup",
+        "train",
+        "--steps",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+        "--no-report",
+        "--set",
+        "train.supervised_steps=4",
+        "train.eval_every=2",
+        "train.batch_size=16",
+        "algorithm.mu=2",
+        "train.tensorboard=false",
+        cwd=tmp_path,
+    )
+    assert result.stdout.count("started from 4 steps of supervised training") == 1
+    phase = json.loads((tmp_path / "run" / "supervised-first" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (phase["steps"], summary["steps"], summary["supervised_phase"]["steps"]) == (4, 2, 4)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["flexmatch", "freematch", "softmatch", "adamatch"])
 def test_gathered_algorithm_state_is_the_same_on_every_rank(tmp_path, algorithm):
