@@ -123,9 +123,10 @@ def plan_run(cfg: Config, data: SSLData, started: float) -> Plan:
         notes += step_settings(cfg, colour=data.images.shape[1] == 3)
     if budget is not None and budgeted:
         left = budget - (time.monotonic() - started)
-        if share:
-            notes.append(size_supervised_phase(cfg, data, share * left))
         notes.append(size_to_budget(cfg, data, (1 - share) * left))
+        if share:  # sized last: it runs next, with its share of the time left then
+            left = budget - (time.monotonic() - started)
+            notes.append(size_supervised_phase(cfg, data, share * left))
     if practical:
         notes += short_run_settings(cfg)
     fill_paper_defaults(t)
