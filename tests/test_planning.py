@@ -147,19 +147,19 @@ def test_checkpoints_also_follow_the_wall_clock(tmp_path):
 def test_time_budget_run_ends_within_budget_and_reports_it(tmp_path, capsys):
     out = tmp_path / "run"
     started = time.monotonic()
-    argv = ["train", "--time", "15s", "--out", str(out), "--no-report"]
+    argv = ["train", "--time", "20s", "--out", str(out), "--no-report"]
     code = main([*argv, "--set", "train.progress=false"])
     elapsed = time.monotonic() - started
     captured = capsys.readouterr()
     assert code == 0, captured.err
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["time_budget"] == "15s" and summary["device"] == "cpu"
+    assert summary["time_budget"] == "20s" and summary["device"] == "cpu"
     assert summary["precision"] in ("fp32", "bf16")
     assert summary["steps"] == summary["planned_steps"] or summary["stopped_at_deadline"]
     assert summary["steps_per_second"] > 0 and summary["evaluations"] >= 10
-    assert elapsed < 15 + 10  # the budget, plus the final evaluation and the report's slack
+    assert elapsed < 20 + 10  # the budget, plus the final evaluation and the report's slack
     plan = captured.err.splitlines()[1]
-    assert plan.startswith("plan: practical defaults; algorithm flexmatch; budget 15s")
+    assert plan.startswith("plan: practical defaults; algorithm flexmatch; budget 20s")
     # The supervised phase's evaluations come first, then the algorithm's.
     phase = json.loads((out / "supervised-first" / "summary.json").read_text())
     evaluations = [line for line in captured.out.splitlines() if line.startswith("step ")]

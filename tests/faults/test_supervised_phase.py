@@ -72,7 +72,7 @@ def test_a_budget_is_split_between_the_phase_and_the_algorithm():
 def test_the_phase_is_only_for_semi_supervised_algorithms_and_can_be_turned_off(
     overrides, share, steps
 ):
-    cfg, _ = _plan({"train.time_budget": "20s", "model.name": "cnn", **overrides})
+    cfg, _ = _plan({"train.time_budget": "60s", "model.name": "cnn", **overrides})
     assert cfg.train.supervised_first == share
     assert (cfg.train.supervised_steps is not None) == (steps == "sized")
 
