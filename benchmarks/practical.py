@@ -273,6 +273,10 @@ def main() -> None:
                         target.mkdir(parents=True, exist_ok=True)
                         (target / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
                         (target / "config.yaml").write_text(config)
+                        phase = run / "supervised-first" / "summary.json"
+                        if phase.exists():
+                            (target / phase.parent.name).mkdir(exist_ok=True)
+                            (target / phase.parent.name / phase.name).write_text(phase.read_text())
                     accuracy = 100 * summary["test_accuracy"]
                     print(f"{folder.name} {budget} {algorithm}: {accuracy:.1f}%", flush=True)
     if rows:
