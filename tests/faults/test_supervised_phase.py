@@ -52,7 +52,9 @@ def _plan(overrides):
 
 
 def test_a_budget_is_split_between_the_phase_and_the_algorithm():
-    cfg, plan = _plan({"train.time_budget": "30s", "model.name": "cnn"})
+    # SimCLR's labeled view (which colour images get) brings the phase with it.
+    keys = {"train.time_budget": "30s", "model.name": "cnn", "augment.labeled": "simclr"}
+    cfg, plan = _plan(keys)
     t = cfg.train
     assert cfg.algorithm["name"] == "flexmatch" and t.supervised_first == 0.5
     # The halves take the same time; a supervised step passes 1/15 of FlexMatch's images.
@@ -64,7 +66,8 @@ def test_a_budget_is_split_between_the_phase_and_the_algorithm():
 @pytest.mark.parametrize(
     ("overrides", "share", "steps"),
     [
-        ({"algorithm.name": "supervised"}, None, None),  # supervised throughout already
+        ({"augment.labeled": "simclr", "algorithm.name": "supervised"}, None, None),
+        ({}, None, None),  # grey digits, the weak labeled view: no phase
         ({"train.supervised_first": 0.0}, 0.0, None),  # turned off
         ({"train.supervised_first": 0.25}, 0.25, "sized"),
     ],
