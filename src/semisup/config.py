@@ -77,7 +77,7 @@ class TrainConfig:
     scale_schedules: bool | None = None
     # practical runs of a semi-supervised algorithm train on the labeled images alone for this
     # share of the time budget first, then start the algorithm from those weights
-    # (`semisup.supervised_phase`); None: 0.5 (practical, with a budget), else 0 (off)
+    # (`semisup.supervised_phase`); None: 0.5 (practical, with a budget, colour images), else 0
     supervised_first: float | None = None
     supervised_steps: int | None = None  # that supervised phase's steps; None: from the share
     checkpoint_every: str = "5m"  # wall-clock time between checkpoints (besides evaluations)

@@ -13,8 +13,10 @@ A run with `train.supervised_steps` > 0 first trains the `supervised` algorithm 
 steps: a complete run in RUN_DIR/supervised-first (config.yaml, checkpoints, metrics.jsonl,
 summary.json), resumed like any run. The algorithm then starts from its EMA weights with a new
 optimizer, learning-rate schedule and EMA: the same as a supervised run followed by a run with
-`--init-from` its directory. Practical runs with a budget get `train.supervised_first: 0.5`,
-which `semisup.planning` turns into `train.supervised_steps` by timing supervised steps.
+`--init-from` its directory. Practical runs with a budget whose labeled images get SimCLR's
+view (colour images) get `train.supervised_first: 0.5`, which `semisup.planning` turns into
+`train.supervised_steps` by timing supervised steps. Grey images keep the weak view and get no
+phase: on MNIST with 100 labels it tripled FlexMatch's 10-minute error (4.11 against 1.37 %).
 """
 
 from __future__ import annotations
