@@ -3,6 +3,8 @@
 # (benchmarks/README.md, "A harder shapes folder, and supervised training first", compares them
 # with `practical.py`'s runs of the whole budget). Each phase gets half the budget; both use the
 # small CNN (width 16), the model the practical defaults choose for the semi-supervised runs.
+# `train.supervised_first=0`: each half is one plain run (the practical default now puts such a
+# phase inside one run: docs/practical.md, "Supervised training first").
 # Seeds 1 and 2 run side by side on one thread each.
 #
 # Usage: bash benchmarks/supervised_first.sh WORK NAME HALF   (from the repository root), e.g.
@@ -21,7 +23,8 @@ run() {  # run OUT SEED ARGS...: one `semisup train` on NAME-seedSEED, skipped w
         mkdir -p "$(dirname "$out")"
         python -m semisup train --dataset folder --data-dir "$work/$name-seed$seed" \
             --seed "$seed" --time "$half" --out "$out" --no-report "$@" \
-            --set train.progress=false model.name=cnn model.width=16 >"$out.log" 2>&1
+            --set train.progress=false model.name=cnn model.width=16 \
+            train.supervised_first=0 >"$out.log" 2>&1
     fi
     python -c "import json, sys; s = json.load(open(sys.argv[1]))
 print(sys.argv[2], round(100 * s['test_accuracy'], 2), s['steps'])" \
