@@ -108,6 +108,17 @@ class PhaseResult:
     steps: int
     wall_seconds: float
 
+    def summary(self, cfg: Config, run_dir: Path | None) -> dict[str, object]:
+        """The `supervised_phase` entry of the run's summary.json."""
+        entry: dict[str, object] = {
+            "steps": self.steps,
+            "planned_steps": cfg.train.supervised_steps,
+            "wall_seconds": round(self.wall_seconds, 2),
+        }
+        if run_dir is not None:
+            entry["run_dir"] = str(run_dir / PHASE_DIR)
+        return entry
+
 
 def run_supervised_phase(
     cfg: Config, data: SSLData, run_dir: Path | None, seconds: float | None, write: bool

@@ -218,7 +218,7 @@ def run_training(
             result = trainer.fit()
     summary = summary_record(cfg, trainer, result)
     if phase is not None:
-        summary["supervised_phase"] = {"steps": phase.steps, "wall_seconds": phase.wall_seconds}
+        summary["supervised_phase"] = phase.summary(cfg, run_dir)
     if run_dir is not None:
         write_json(run_dir / "summary.json", summary)
     ema = TrainedModel(

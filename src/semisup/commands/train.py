@@ -26,7 +26,7 @@ from semisup.errors import UserError
 from semisup.experiment import build_run, prepare_data
 from semisup.files import write_json, write_yaml
 from semisup.planning import plan_run
-from semisup.supervised_phase import PHASE_DIR, phase_seconds, run_supervised_phase
+from semisup.supervised_phase import phase_seconds, run_supervised_phase
 
 # The engine settings the supervised baseline takes over, so it trains the same way.
 BASELINE_TRAIN_KEYS = (
@@ -123,12 +123,7 @@ def _train(
         return 0
     summary = summary_record(cfg, trainer, result)
     if phase is not None:
-        summary["supervised_phase"] = {
-            "steps": phase.steps,
-            "planned_steps": cfg.train.supervised_steps,
-            "wall_seconds": round(phase.wall_seconds, 2),
-            "run_dir": str(run_dir / PHASE_DIR),
-        }
+        summary["supervised_phase"] = phase.summary(cfg, run_dir)
     write_json(run_dir / "summary.json", summary)
     if not args.no_report:
         report.report_after_training(run_dir)

@@ -80,7 +80,7 @@ def _facts(run: RunData) -> list[tuple[str, str]]:
 
 
 def _phase_fact(phase: dict[str, Any]) -> str:
-    """The supervised phase a run started from (its steps here, its own report beside)."""
+    """The supervised phase a run started from: its steps, and its run directory if known."""
     where = f", a run of its own in {phase['run_dir']}" if phase.get("run_dir") else ""
     return f"{phase['steps']} steps before this run's first step{where}"
 
