@@ -16,7 +16,7 @@ from semisup.commands.cli import main
 from semisup.errors import UserError
 from semisup.report import kl_divergence, load_run, report_after_training
 from semisup.report.page import render, write_report
-from semisup.report.plots import PLOTS, distribution_plot, kl_plot
+from semisup.report.plots import PHASE_LABEL, PLOTS, accuracy_plot, distribution_plot, kl_plot
 
 PLOT_IDS = [plot_id for plot_id, *_ in PLOTS]
 CHROMIUM_FLAGS = [
@@ -149,6 +149,34 @@ def test_a_run_after_a_supervised_phase_says_so(tmp_path):
     page = render(load_run(run_dir))
     fact = "812 steps before this run's first step, a run of its own in runs/x/supervised-first"
     assert f"<td>supervised training first</td><td>{html.escape(fact)}</td>" in page
+
+
+def test_the_accuracy_plot_puts_the_supervised_phase_first(tmp_path):
+    run_dir = write_run(tmp_path / "run", evaluations=3)  # steps 25, 50, 75
+    write_run(run_dir / "supervised-first", semi_supervised=False, evaluations=4)  # 25..100
+    run = load_run(run_dir)
+    figure = accuracy_plot(run)
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    phase = lines[PHASE_LABEL]
+    assert list(phase.get_xdata()) == [25, 50, 75, 100]
+    assert list(phase.get_ydata()) == pytest.approx([60.0, 70.0, 80.0, 90.0])
+    # the run's own steps count on from the phase's 100
+    assert list(lines["EMA model"].get_xdata()) == [125, 150, 175]
+    assert list(lines["raw model"].get_xdata()) == [125, 150, 175]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["supervised_phase"] = {"steps": 100}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    fact = "100 steps before this run's first step; its EMA model ended at 90.00%"
+    assert f"<td>{html.escape(fact)}</td>" in render(load_run(run_dir))
+
+
+def test_a_run_still_in_its_supervised_phase_plots_the_phase(tmp_path):
+    run_dir = tmp_path / "run"
+    write_run(run_dir / "supervised-first", semi_supervised=False, finished=False)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(digits_config()))
+    phase, boundary = accuracy_plot(load_run(run_dir)).axes[0].get_lines()
+    assert phase.get_label() == PHASE_LABEL
+    assert list(boundary.get_xdata()) == [100, 100]  # at the phase's last evaluation so far
 
 
 def test_supervised_run_without_test_set_gets_notes_instead_of_plots(tmp_path):

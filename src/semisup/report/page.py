@@ -61,7 +61,7 @@ def _facts(run: RunData) -> list[tuple[str, str]]:
         run.history[-1].get("wall_seconds") if run.history else None
     )
     phase = summary.get("supervised_phase")
-    first = [] if not phase else [("supervised training first", _phase_fact(phase))]
+    first = [] if not phase else [("supervised training first", _phase_fact(phase, run.phase))]
     return [
         ("algorithm", str(config.get("algorithm", {}).get("name", summary.get("algorithm", "?")))),
         ("data set", str(data.get("name", summary.get("dataset", "?")))),
@@ -79,10 +79,12 @@ def _facts(run: RunData) -> list[tuple[str, str]]:
     ]
 
 
-def _phase_fact(phase: dict[str, Any]) -> str:
-    """The supervised phase a run started from: its steps, and its run directory if known."""
+def _phase_fact(phase: dict[str, Any], phase_run: RunData | None) -> str:
+    """The supervised phase a run started from: its steps, run directory and final accuracy."""
     where = f", a run of its own in {phase['run_dir']}" if phase.get("run_dir") else ""
-    return f"{phase['steps']} steps before this run's first step{where}"
+    accuracy = None if phase_run is None else phase_run.last("test_accuracy")
+    ended = "" if accuracy is None else f"; its EMA model ended at {_percent(accuracy)}"
+    return f"{phase['steps']} steps before this run's first step{where}{ended}"
 
 
 def render(run: RunData) -> str:

@@ -18,6 +18,7 @@ from semisup.report.run_data import RunData, class_names, labeled_class_counts, 
 WIDE, TALL = (7.5, 3.2), (7.5, 4.2)
 MAX_NAMED_CLASSES = 20  # above this, class names are left off the axes
 MAX_ANNOTATED_CLASSES = 12  # confusion-matrix cells get their counts written up to this size
+PHASE_LABEL = "supervised phase, EMA model"
 
 
 def _steps_axes(figure: Figure, ylabel: str) -> Any:
@@ -29,11 +30,23 @@ def _steps_axes(figure: Figure, ylabel: str) -> Any:
 
 
 def accuracy_plot(run: RunData) -> Figure | str:
-    """Test accuracy of the EMA and the raw model (and logit-adjusted, if logged) over steps."""
-    if not run.has("test_accuracy"):
+    """Test accuracy of the EMA and the raw model (and logit-adjusted, if logged) over steps.
+
+    After a supervised phase, the phase's EMA accuracy comes first (grey) and the run's own
+    steps count on from the phase's last step, so the plot shows the whole budget.
+    """
+    phase = run.phase if run.phase is not None and run.phase.has("test_accuracy") else None
+    if not run.has("test_accuracy") and phase is None:
         return "no test accuracy was logged: the data set of this run has no test images"
     figure = Figure(figsize=WIDE, layout="constrained")
     axes = _steps_axes(figure, "test accuracy (%)")
+    offset = 0
+    if phase is not None:
+        offset = phase.steps_done
+        steps, values = phase.series("test_accuracy")
+        axes.plot(steps, [100 * v for v in values], marker="o", color="0.6", label=PHASE_LABEL)
+        axes.axvline(offset, color="0.6", linestyle=":", linewidth=1)
+        axes.set_xlabel("optimizer step (the supervised phase's, then this run's)")
     # On a balanced test set the balanced accuracy equals the accuracy: it is dashed and thin,
     # and the EMA model's line is drawn last and thickest, so neither hides the other.
     for key, label, style in (
@@ -44,7 +57,8 @@ def accuracy_plot(run: RunData) -> Figure | str:
     ):
         steps, values = run.series(key)
         if steps:
-            axes.plot(steps, [100 * v for v in values], marker="o", label=label, **style)
+            shifted = [offset + step for step in steps]
+            axes.plot(shifted, [100 * v for v in values], marker="o", label=label, **style)
     axes.legend(loc="best")
     return figure
 
@@ -214,7 +228,8 @@ PLOTS: tuple[tuple[str, str, str, Callable[[RunData], Figure | str]], ...] = (
     (
         "plot-accuracy",
         "Test accuracy",
-        "EMA model (what `semisup evaluate` reports) and raw weights, at every evaluation.",
+        "EMA model (what `semisup evaluate` reports) and raw weights, at every evaluation; a "
+        "run that trained supervised first shows that phase's EMA model before its own steps.",
         accuracy_plot,
     ),
     (

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from semisup.errors import UserError
+from semisup.supervised_phase import PHASE_DIR
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class RunData:
         summary: summary.json, written when training finished; None before.
         config: the resolved config (config.yaml); None if absent.
         config_text: config.yaml as written, for display.
+        phase: the supervised phase this run started from (RUN_DIR/supervised-first), if any.
     """
 
     run_dir: Path
@@ -30,11 +32,19 @@ class RunData:
     summary: dict[str, Any] | None
     config: dict[str, Any] | None
     config_text: str | None
+    phase: RunData | None = None
 
     @property
     def finished(self) -> bool:
         """Whether training ended (summary.json exists)."""
         return self.summary is not None
+
+    @property
+    def steps_done(self) -> int:
+        """Steps trained: summary.json's count when finished, else the last evaluation's step."""
+        if self.summary and isinstance(self.summary.get("steps"), int):
+            return self.summary["steps"]
+        return self.history[-1]["step"] if self.history else 0
 
     @property
     def total_steps(self) -> int | None:
@@ -75,20 +85,32 @@ def read_history(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+RUN_FILES = ("metrics.jsonl", "summary.json", "config.yaml")
+
+
+def _is_run_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / name).is_file() for name in RUN_FILES)
+
+
 def load_run(run_dir: str | Path) -> RunData:
-    """Reads a run directory; a directory without any run file is a UserError."""
+    """Reads a run directory, and its supervised phase's if it has one.
+
+    A directory without any run file is a UserError.
+    """
     run_dir = Path(run_dir)
-    names = ("metrics.jsonl", "summary.json", "config.yaml")
-    if not run_dir.is_dir() or not any((run_dir / n).is_file() for n in names):
+    if not _is_run_dir(run_dir):
         raise UserError(
-            f"{run_dir} is not a run directory (it holds none of {', '.join(names)}); "
+            f"{run_dir} is not a run directory (it holds none of {', '.join(RUN_FILES)}); "
             "pass the --out directory of `semisup train`"
         )
     summary_path, config_path = run_dir / "summary.json", run_dir / "config.yaml"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     config_text = config_path.read_text() if config_path.is_file() else None
     config = yaml.safe_load(config_text) if config_text else None
-    return RunData(run_dir, read_history(run_dir / "metrics.jsonl"), summary, config, config_text)
+    phase_dir = run_dir / PHASE_DIR
+    phase = load_run(phase_dir) if _is_run_dir(phase_dir) else None
+    history = read_history(run_dir / "metrics.jsonl")
+    return RunData(run_dir, history, summary, config, config_text, phase)
 
 
 def normalize(counts: list[float]) -> list[float]:
