@@ -55,9 +55,19 @@ def init_from_env() -> torch.device | None:
     return torch.device("cpu")
 
 
-def shutdown() -> None:
-    """Leaves the process group, if any."""
+def shutdown(together: bool) -> None:
+    """Leaves the process group, if any.
+
+    Args:
+        together: first wait until every rank gets here (a barrier). After a run that ended
+            well, rank 0 still writes summary.json and the report while the others are done;
+            leaving together keeps a rank from closing its gloo connections under a peer that
+            still holds them (one rank once aborted at exit with "terminate called without an
+            active exception"). False after an error, when the others may never arrive.
+    """
     if dist.is_available() and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -33,7 +33,7 @@ def main() -> None:
         "history": trainer.history,
     }
     torch.save(state, out / f"rank{distributed.rank()}.pt")
-    distributed.shutdown()
+    distributed.shutdown(together=True)
 
 
 if __name__ == "__main__":

@@ -50,11 +50,14 @@ def run(args: argparse.Namespace) -> int:
     """
     started = time.monotonic()
     device = distributed.init_from_env()
+    ended_well = False
     try:
         with contextlib.ExitStack() as held:
-            return _train(args, device, held, started)
+            code = _train(args, device, held, started)
+        ended_well = True
+        return code
     finally:
-        distributed.shutdown()
+        distributed.shutdown(together=ended_well)
 
 
 def _train(
