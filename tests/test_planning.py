@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from semisup import planning
+from semisup import planning, step_timing
 from semisup.commands.cli import build_parser, main
 from semisup.commands.process import tune_allocator
 from semisup.commands.rundir import flag_overrides
@@ -228,4 +228,4 @@ def test_pretrained_weights_keep_the_model_and_probe_it_with_its_options(
     ],
 )
 def test_step_timing_stops_at_a_share_of_the_budget_or_enough_steps(timed, enough):
-    assert planning._timed_enough(timed, 600.0) is enough
+    assert step_timing.timed_enough(timed, 600.0) is enough
