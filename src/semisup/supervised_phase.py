@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 
-from semisup.commands.rundir import start_trainer, summary_record
 from semisup.config import Config
 from semisup.data.ssl import SSLData
 from semisup.durations import parse_duration
@@ -39,10 +38,10 @@ from semisup.engine.runtime import resolve_device
 from semisup.errors import UserError
 from semisup.experiment import build_run
 from semisup.files import write_json, write_yaml
+from semisup.run_files import PHASE_DIR, start_trainer, summary_record
 
 log = logging.getLogger("semisup")
 
-PHASE_DIR = "supervised-first"
 PRACTICAL_SHARE = 0.5  # of the budget; measured against 0 (benchmarks/supervised_first.sh)
 PHASE_EVALUATIONS = 10  # evaluations of the supervised phase
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from semisup.algorithms import ALGORITHMS
-from semisup.supervised_phase import PHASE_DIR
+from semisup.run_files import PHASE_DIR
 
 from .helpers import assert_finite_checkpoint, assert_same_run
 

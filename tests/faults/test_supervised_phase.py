@@ -13,7 +13,8 @@ import semisup
 from semisup import planning
 from semisup.config import build_config
 from semisup.experiment import prepare_data
-from semisup.supervised_phase import PHASE_DIR, phase_config, phase_seconds
+from semisup.run_files import PHASE_DIR
+from semisup.supervised_phase import phase_config, phase_seconds
 
 from .helpers import assert_clean_failure, assert_same_run, run_cli
 

@@ -32,7 +32,6 @@ from semisup.api.data import (
     read_test_set,
 )
 from semisup.api.images import prepare_images
-from semisup.commands.rundir import summary_record
 from semisup.config import Config, build_config, flatten
 from semisup.data.ssl import SSLData
 from semisup.engine.trainer import Trainer
@@ -42,12 +41,8 @@ from semisup.files import write_json, write_yaml
 from semisup.inference import TrainedModel
 from semisup.models.inputs import to_model_input
 from semisup.planning import plan_run
-from semisup.supervised_phase import (
-    PHASE_DIR,
-    PhaseResult,
-    phase_seconds,
-    run_supervised_phase,
-)
+from semisup.run_files import PHASE_DIR, summary_record
+from semisup.supervised_phase import PhaseResult, phase_seconds, run_supervised_phase
 
 IN_MEMORY = "in_memory"  # the `data.name` of runs on data given from Python
 # What a run directory holds; `replace=True` deletes these before a new run is written there.

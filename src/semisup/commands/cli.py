@@ -15,8 +15,9 @@ from pathlib import Path
 
 from semisup import bench, report
 from semisup.commands import crest_generations, export, predict, process, train
-from semisup.commands.rundir import check_checkpoint_fits, resume_config
+from semisup.commands.rundir import resume_config
 from semisup.errors import UserError
+from semisup.run_files import check_checkpoint_fits
 
 log = logging.getLogger("semisup")
 

@@ -47,7 +47,6 @@ from semisup.commands.rundir import (
     default_run_dir,
     flag_overrides,
     resume_config,
-    start_trainer,
 )
 from semisup.config import Config, build_config, read_yaml
 from semisup.data.ssl import SSLData
@@ -57,6 +56,7 @@ from semisup.errors import UserError
 from semisup.experiment import build_run, prepare_data
 from semisup.files import make_folder, write_json, write_yaml
 from semisup.ranges import POSITIVE, check
+from semisup.run_files import start_trainer
 
 log = logging.getLogger("semisup")
 

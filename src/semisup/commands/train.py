@@ -17,8 +17,6 @@ from semisup.commands.rundir import (
     default_run_dir,
     flag_overrides,
     resume_config,
-    start_trainer,
-    summary_record,
 )
 from semisup.config import Config, DataConfig, build_config, settle_defaults
 from semisup.engine.budget import parse_duration
@@ -26,6 +24,7 @@ from semisup.errors import UserError
 from semisup.experiment import build_run, prepare_data
 from semisup.files import write_json, write_yaml
 from semisup.planning import plan_run
+from semisup.run_files import start_trainer, summary_record
 from semisup.supervised_phase import phase_seconds, run_supervised_phase
 
 # The engine settings the supervised baseline takes over, so it trains the same way.

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from semisup.errors import UserError
-from semisup.supervised_phase import PHASE_DIR
+from semisup.run_files import PHASE_DIR
 
 
 @dataclass(frozen=True)
