@@ -16,7 +16,16 @@ from semisup.commands.cli import main
 from semisup.errors import UserError
 from semisup.report import kl_divergence, load_run, report_after_training
 from semisup.report.page import render, write_report
-from semisup.report.plots import PHASE_LABEL, PLOTS, accuracy_plot, distribution_plot, kl_plot
+from semisup.report.plots import (
+    PHASE_LABEL,
+    PHASE_LOSS_LABEL,
+    PLOTS,
+    accuracy_plot,
+    distribution_plot,
+    kl_plot,
+    losses_plot,
+    pseudo_label_plot,
+)
 
 PLOT_IDS = [plot_id for plot_id, *_ in PLOTS]
 CHROMIUM_FLAGS = [
@@ -168,6 +177,20 @@ def test_the_accuracy_plot_puts_the_supervised_phase_first(tmp_path):
     (run_dir / "summary.json").write_text(json.dumps(summary))
     fact = "100 steps before this run's first step; its EMA model ended at 90.00%"
     assert f"<td>{html.escape(fact)}</td>" in render(load_run(run_dir))
+
+
+def test_the_other_plots_over_steps_count_on_from_the_supervised_phase(tmp_path):
+    run_dir = write_run(tmp_path / "run", evaluations=3)  # steps 25, 50, 75
+    write_run(run_dir / "supervised-first", semi_supervised=False, evaluations=4)  # 25..100
+    run = load_run(run_dir)
+    losses = {line.get_label(): line for line in losses_plot(run).axes[0].get_lines()}
+    assert list(losses[PHASE_LOSS_LABEL].get_xdata()) == [25, 50, 75, 100]
+    assert list(losses[PHASE_LOSS_LABEL].get_ydata()) == pytest.approx([1.0, 1 / 2, 1 / 3, 1 / 4])
+    assert list(losses["loss_u"].get_xdata()) == [125, 150, 175]
+    for plot in (pseudo_label_plot, kl_plot):  # the phase has no unlabeled images: only a line
+        boundary, *lines = plot(run).axes[0].get_lines()
+        assert list(boundary.get_xdata()) == [100, 100]
+        assert all(min(line.get_xdata()) == 125 for line in lines) and lines
 
 
 def test_a_run_still_in_its_supervised_phase_plots_the_phase(tmp_path):

@@ -19,6 +19,8 @@ WIDE, TALL = (7.5, 3.2), (7.5, 4.2)
 MAX_NAMED_CLASSES = 20  # above this, class names are left off the axes
 MAX_ANNOTATED_CLASSES = 12  # confusion-matrix cells get their counts written up to this size
 PHASE_LABEL = "supervised phase, EMA model"
+PHASE_LOSS_LABEL = "supervised phase, loss"
+PHASE_COLOUR = "0.6"
 
 
 def _steps_axes(figure: Figure, ylabel: str) -> Any:
@@ -29,24 +31,43 @@ def _steps_axes(figure: Figure, ylabel: str) -> Any:
     return axes
 
 
+def _phase_boundary(axes: Any, run: RunData) -> int:
+    """After a supervised phase: a dotted line where the run starts; the step it counts on from.
+
+    Every plot over steps counts the run's own steps on from the phase's last step, so all of
+    them share one x axis that covers the whole budget (0: the run had no phase).
+    """
+    if run.phase is None:
+        return 0
+    axes.axvline(run.phase.steps_done, color=PHASE_COLOUR, linestyle=":", linewidth=1)
+    axes.set_xlabel("optimizer step (the supervised phase's, then this run's)")
+    axes.set_xlim(left=0)
+    return run.phase.steps_done
+
+
+def _phase_first(axes: Any, run: RunData, key: str, scale: float, label: str) -> int:
+    """Draws the supervised phase's `key` in grey, then `_phase_boundary`."""
+    steps, values = run.phase.series(key) if run.phase is not None else ([], [])
+    if steps:
+        axes.plot(steps, [scale * v for v in values], marker="o", color=PHASE_COLOUR, label=label)
+    return _phase_boundary(axes, run)
+
+
+def _phase_has(run: RunData, key: str) -> bool:
+    return run.phase is not None and run.phase.has(key)
+
+
 def accuracy_plot(run: RunData) -> Figure | str:
     """Test accuracy of the EMA and the raw model (and logit-adjusted, if logged) over steps.
 
     After a supervised phase, the phase's EMA accuracy comes first (grey) and the run's own
     steps count on from the phase's last step, so the plot shows the whole budget.
     """
-    phase = run.phase if run.phase is not None and run.phase.has("test_accuracy") else None
-    if not run.has("test_accuracy") and phase is None:
+    if not run.has("test_accuracy") and not _phase_has(run, "test_accuracy"):
         return "no test accuracy was logged: the data set of this run has no test images"
     figure = Figure(figsize=WIDE, layout="constrained")
     axes = _steps_axes(figure, "test accuracy (%)")
-    offset = 0
-    if phase is not None:
-        offset = phase.steps_done
-        steps, values = phase.series("test_accuracy")
-        axes.plot(steps, [100 * v for v in values], marker="o", color="0.6", label=PHASE_LABEL)
-        axes.axvline(offset, color="0.6", linestyle=":", linewidth=1)
-        axes.set_xlabel("optimizer step (the supervised phase's, then this run's)")
+    offset = _phase_first(axes, run, "test_accuracy", 100.0, PHASE_LABEL)
     # On a balanced test set the balanced accuracy equals the accuracy: it is dashed and thin,
     # and the EMA model's line is drawn last and thickest, so neither hides the other.
     for key, label, style in (
@@ -64,17 +85,21 @@ def accuracy_plot(run: RunData) -> Figure | str:
 
 
 def losses_plot(run: RunData) -> Figure | str:
-    """Every logged loss term (mean over the steps between evaluations), log scale if positive."""
+    """Every logged loss term (mean over the steps between evaluations), log scale if positive.
+
+    After a supervised phase, its loss (cross-entropy on the labeled batch) comes first, grey.
+    """
     keys = sorted({k for r in run.history for k in r if k.startswith("loss")})
     keys = [k for k in keys if run.series(k)[0]]
-    if not keys:
+    if not keys and not _phase_has(run, "loss"):
         return "no losses were logged yet (the first evaluation has not happened)"
     figure = Figure(figsize=WIDE, layout="constrained")
     axes = _steps_axes(figure, "training loss")
-    positive = True
+    offset = _phase_first(axes, run, "loss", 1.0, PHASE_LOSS_LABEL)
+    positive = run.phase is None or min(run.phase.series("loss")[1], default=1.0) > 0
     for key in keys:
         steps, values = run.series(key)
-        axes.plot(steps, values, marker=".", label=key)
+        axes.plot([offset + step for step in steps], values, marker=".", label=key)
         positive = positive and min(values) > 0
     if positive:
         axes.set_yscale("log")
@@ -91,13 +116,16 @@ def pseudo_label_plot(run: RunData) -> Figure | str:
         )
     figure = Figure(figsize=WIDE, layout="constrained")
     axes = _steps_axes(figure, "%")
+    offset = _phase_boundary(axes, run)  # the phase used no unlabeled images: nothing to draw
     for key, label in (
         ("mask_rate", "mask rate (unlabeled images above the threshold)"),
         ("pseudo_label_accuracy", "pseudo-label accuracy (of the masked-in images)"),
     ):
         steps, values = run.series(key)
         if steps:
-            axes.plot(steps, [100 * v for v in values], marker=".", label=label)
+            axes.plot(
+                [offset + s for s in steps], [100 * v for v in values], marker=".", label=label
+            )
     axes.set_ylim(-2, 102)
     axes.legend(loc="lower right")
     return figure
@@ -161,7 +189,10 @@ def kl_plot(run: RunData) -> Figure | str:
     labeled, steps, predicted = found
     figure = Figure(figsize=WIDE, layout="constrained")
     axes = _steps_axes(figure, "KL(labeled ‖ predicted) (nats)")
-    axes.plot(steps, [kl_divergence(labeled, q) for q in predicted], marker=".")
+    offset = _phase_boundary(axes, run)
+    axes.plot(
+        [offset + s for s in steps], [kl_divergence(labeled, q) for q in predicted], marker="."
+    )
     return figure
 
 
@@ -235,7 +266,8 @@ PLOTS: tuple[tuple[str, str, str, Callable[[RunData], Figure | str]], ...] = (
     (
         "plot-losses",
         "Losses",
-        "Mean of each loss term over the steps since the previous evaluation.",
+        "Mean of each loss term over the steps since the previous evaluation (after a "
+        "supervised phase, its loss first).",
         losses_plot,
     ),
     (
