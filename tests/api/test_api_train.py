@@ -199,6 +199,16 @@ def test_supervised_training_takes_fully_labeled_data():
     assert result.summary["num_labels"] == 60 and result.run_dir is None
 
 
+def test_the_default_algorithm_is_flexmatch_on_a_budget_and_fixmatch_for_steps():
+    images, _, labels = digits()
+    budgeted = semisup.train((images, labels), time="8s", config=QUICK, verbose=False)
+    summary = budgeted.summary
+    assert (summary["algorithm"], summary["time_budget"]) == ("flexmatch", "8s")
+    assert summary["planned_steps"] > 0 and summary["steps"] > 0
+    stepped = semisup.train((images, labels), steps=2, config=QUICK, verbose=False)
+    assert stepped.summary["algorithm"] == "fixmatch" and stepped.summary["time_budget"] is None
+
+
 def test_bad_arguments_are_refused_with_a_value_error(tmp_path):
     images, _, labels = digits()
     with pytest.raises(ValueError, match="train.steps is set both by an argument and by config"):

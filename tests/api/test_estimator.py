@@ -57,6 +57,14 @@ def test_steps_come_from_the_parameter_else_config_else_the_default(digits, monk
         SemiSupervisedClassifier(**QUICK, config={"train": {"steps": 3}}).fit(rows, labels)
 
 
+def test_the_default_algorithm_resolves_as_semisup_train_resolves_it(digits, tmp_path):
+    rows, _, labels = digits
+    estimator = SemiSupervisedClassifier(out_dir=tmp_path / "run", **QUICK)
+    assert estimator.get_params()["algorithm"] == "auto"
+    estimator.fit(rows, labels)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["algorithm"] == "fixmatch"
+
+
 def test_an_all_unlabeled_y_raises_a_value_error(digits):
     rows, _, _ = digits
     with pytest.raises(ValueError, match=r"every sample as unlabeled \(-1\)"):

@@ -55,7 +55,8 @@ class SemiSupervisedClassifier(ClassifierMixin, BaseEstimator):
     """A semi-supervised image classifier with the scikit-learn estimator interface.
 
     Args:
-        algorithm: a registered algorithm (`semisup list`): "fixmatch", "supervised", ...
+        algorithm: a registered algorithm (`semisup list`): "fixmatch", "supervised", ...;
+            "auto": FlexMatch when `time` sizes the run, else FixMatch (as `semisup.train`).
         model: a registered model name ("auto": by image size) or an `nn.Module` mapping float
             images (N, C, S, S) in [−1, 1] to (N, K) logits; `fit` trains a copy of it.
         steps: optimizer steps (None: DEFAULT_STEPS, or what `time` allows).
@@ -88,7 +89,7 @@ class SemiSupervisedClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        algorithm: str = "fixmatch",
+        algorithm: str = "auto",
         model: str | nn.Module = "auto",
         steps: int | None = None,
         time: str | float | None = None,

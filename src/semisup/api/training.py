@@ -70,7 +70,7 @@ class TrainResult:
 def train(
     data: LabeledImages,
     *,
-    algorithm: str = "fixmatch",
+    algorithm: str = "auto",
     model: str | nn.Module = "auto",
     steps: int | None = None,
     time: str | float | None = None,
@@ -90,7 +90,9 @@ def train(
             `torch.utils.data.Dataset` (or any object with `__len__` and `__getitem__`) of
             (image, label) items, or a tuple (images, labels). Images: see `api.images`
             (PIL images, file paths, uint8 or [0, 1] float arrays and tensors).
-        algorithm: a registered algorithm (`semisup list`).
+        algorithm: a registered algorithm (`semisup list`), or "auto": FlexMatch when `time`
+            sizes the run (the practical defaults, as `semisup train` on a folder), else
+            FixMatch (the papers' defaults).
         model: a registered model name ("auto": by image size; models registered from Python
             with `semisup.models.MODELS.register` included), or an `nn.Module` to train, which
             takes float images (N, C, S, S) scaled to [−1, 1] and returns (N, K) logits. It is
