@@ -126,6 +126,13 @@ def test_budget_is_sized_from_measured_steps_and_evaluations():
     assert trainer.settings.steps == t.steps and trainer.algorithm.info.total_steps == t.steps
 
 
+def test_steps_and_a_budget_together_keep_the_steps_and_cap_them_at_the_deadline():
+    started = time.monotonic()
+    cfg, _, plan = _plan({"train.time_budget": "40s", "train.steps": 7}, started)
+    assert cfg.train.steps == 7 and plan.deadline == started + 40
+    assert not any("measured" in note for note in plan.notes)  # nothing was sized
+
+
 def test_an_expired_deadline_stops_after_the_step_with_a_final_evaluation(tmp_path):
     cfg = build_config(None, {**QUIET, "train.steps": 50, "train.eval_every": 25})
     trainer = build_trainer(cfg, tmp_path)

@@ -9,6 +9,7 @@ check_classifiers_train, passes once the estimator is given 100 steps to train.
 
 from __future__ import annotations
 
+import pytest
 from sklearn.utils.estimator_checks import (
     check_classifiers_train,
     check_estimator,
@@ -54,6 +55,8 @@ def _messages(error: BaseException | None) -> str:
     return " | ".join(parts)
 
 
+# scikit-learn skips its array-API check unless SCIPY_ARRAY_API is set, and warns that it did.
+@pytest.mark.filterwarnings("ignore:Skipping check check_array_api_input")
 def test_fixmatch_fails_only_the_checks_that_fit_a_fully_labeled_y():
     results = check_estimator(
         SemiSupervisedClassifier(algorithm="fixmatch", **TINY),
