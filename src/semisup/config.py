@@ -339,7 +339,10 @@ def set_key(cfg: Config, key: str, value: Any) -> None:
         raise UserError(f"unknown config key '{key}'. Valid {section} keys: {names}")
     value = check(key, coerce(value, hints[name], key), FIELD_RANGES.get(key))
     if key in DURATION_KEYS and value is not None:
-        parse_duration(value)  # an unreadable duration is an error now, not when training starts
+        try:  # an unreadable duration is an error now, not when training starts
+            parse_duration(value)
+        except UserError as e:
+            raise UserError(f"{key}: {e}") from e
     setattr(obj, name, value)
 
 

@@ -2,6 +2,7 @@ import time
 
 import pytest
 
+from semisup.config import build_config
 from semisup.engine.budget import RunClock, fit_to_budget, format_duration, parse_duration
 from semisup.errors import UserError
 
@@ -18,6 +19,14 @@ def test_durations_read_with_units(text, seconds):
 def test_unreadable_or_non_positive_durations_are_errors(text):
     with pytest.raises(UserError, match="duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("key", ["train.time_budget", "train.checkpoint_every"])
+def test_a_bad_duration_in_the_config_names_its_key(key):
+    with pytest.raises(UserError, match=f"^{key}: cannot read the duration 'soon': write"):
+        build_config(None, {key: "soon"})
+    with pytest.raises(UserError, match=f"^{key}: a duration must be positive, got '0s'"):
+        build_config(None, {key: "0s"})
 
 
 def test_durations_are_printed_as_people_write_them():
